@@ -1,0 +1,60 @@
+"""One typed settings object, read from the environment (prefix ``LIFECYCLE_``).
+
+Every knob is documented in the README's settings table with its default. DAGs may pass values
+from Airflow connections/variables in explicitly; the package itself never imports Airflow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _find_project_dir() -> Path:
+    """The checkout holding dbt_project/ (editable install), else the working directory."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "dbt_project" / "dbt_project.yml").exists():
+            return parent
+    return Path.cwd()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFECYCLE_", extra="ignore")
+
+    warehouse_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of an external warehouse; unset = the embedded server.",
+    )
+    project_dir: Path = Field(default_factory=_find_project_dir)
+    home: Path | None = Field(
+        default=None, description="State dir of the embedded server; default <project>/.lifecycle"
+    )
+    embedded_port: int = Field(
+        default=0, description="TCP port of the embedded server; 0 = pick a free one once."
+    )
+    club_timezone: str = Field(default="Europe/Kyiv", description="Time zone for customers without one")
+    rules_file: Path | None = Field(default=None, description="default <project>/include/rules/phases.yml")
+    transport: Literal["sandbox", "standin", "live"] = "sandbox"
+    dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
+    dbt_threads: int = 2
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home or (self.project_dir / ".lifecycle")
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return self.project_dir / "dbt_project"
+
+    @property
+    def rules_path(self) -> Path:
+        return self.rules_file or (self.project_dir / "include" / "rules" / "phases.yml")
+
+
+def get_settings() -> Settings:
+    """Settings as the environment says now (cheap; read again so tests can change env)."""
+    return Settings()

@@ -1,0 +1,126 @@
+-- Schemas the pipeline owns. dbt builds into its own schema (settings.dbt_schema).
+-- Idempotent: run by `lifecycle warehouse up`, `lifecycle load` and every pipeline run.
+
+create schema if not exists raw;
+create schema if not exists ops;
+
+-- raw: the data contract (README "Data contract"); loaded by `lifecycle load`, upserted by id.
+create table if not exists raw.customers (
+    customer_id  text primary key,
+    club_id      text not null default 'main',
+    first_name   text,
+    email        text,
+    phone        text,
+    timezone     text,
+    created_at   timestamptz not null,
+    _loaded_at   timestamptz not null default now()
+);
+
+create table if not exists raw.memberships (
+    membership_id text primary key,
+    customer_id   text not null,
+    product       text not null,
+    purchased_on  date not null,
+    starts_on     date not null,
+    ends_on       date not null,
+    price         numeric(12, 2) not null,
+    status        text not null check (status in ('active', 'frozen', 'cancelled')),
+    _loaded_at    timestamptz not null default now()
+);
+create index if not exists memberships_customer_idx on raw.memberships (customer_id);
+
+create table if not exists raw.visits (
+    visit_id    text primary key,
+    customer_id text not null,
+    visited_at  timestamptz not null,
+    _loaded_at  timestamptz not null default now()
+);
+create index if not exists visits_customer_idx on raw.visits (customer_id, visited_at);
+
+create table if not exists raw.purchases (
+    purchase_id  text primary key,
+    customer_id  text not null,
+    service      text not null,
+    purchased_at timestamptz not null,
+    amount       numeric(12, 2) not null,
+    _loaded_at   timestamptz not null default now()
+);
+create index if not exists purchases_customer_idx on raw.purchases (customer_id, purchased_at);
+
+create table if not exists raw.consents (
+    customer_id text not null,
+    channel     text not null check (channel in ('sms', 'email')),
+    opted_in    boolean not null,
+    updated_at  timestamptz not null,
+    _loaded_at  timestamptz not null default now(),
+    primary key (customer_id, channel)
+);
+
+create table if not exists raw.services (
+    service    text primary key,
+    category   text not null check (category in ('addon', 'cross_sell')),
+    _loaded_at timestamptz not null default now()
+);
+
+-- ops: what the pipeline itself writes.
+create table if not exists ops.outbox (
+    outbox_id      bigserial primary key,
+    -- customer|phase|step|cycle: a phase step is sent at most once per membership cycle,
+    -- whatever day it is planned on (DESIGN.md #4).
+    message_key    text not null unique,
+    plan_date      date not null,
+    customer_id    text not null,
+    phase          text not null,
+    step           integer not null check (step >= 1),
+    cycle_key      text not null,
+    channel        text not null check (channel in ('sms', 'email')),
+    variant        text not null default 'A',
+    to_address     text not null,
+    subject        text,
+    body           text not null,
+    send_at        timestamptz not null,
+    status         text not null default 'planned'
+                   check (status in ('planned', 'claimed', 'sent', 'failed', 'expired', 'unknown')),
+    attempts       integer not null default 0,
+    lease_until    timestamptz,
+    provider_id    text,
+    last_error     text,
+    created_at     timestamptz not null default now(),
+    updated_at     timestamptz not null default now(),
+    sent_at        timestamptz
+);
+create index if not exists outbox_plan_date_idx on ops.outbox (plan_date);
+create index if not exists outbox_due_idx on ops.outbox (channel, send_at) where status = 'planned';
+
+-- Customers eligible for a phase on a day but not planned, with why.
+create table if not exists ops.skips (
+    plan_date   date not null,
+    customer_id text not null,
+    phase       text not null,
+    step        integer not null,
+    reason      text not null,
+    created_at  timestamptz not null default now(),
+    primary key (plan_date, customer_id, phase, step)
+);
+
+-- The sandbox transport's record of what would have been sent: one row per outbox message.
+create table if not exists ops.sandbox_messages (
+    outbox_id   bigint primary key references ops.outbox (outbox_id),
+    channel     text not null,
+    to_address  text not null,
+    subject     text,
+    body        text not null,
+    provider_id text not null,
+    recorded_at timestamptz not null default now()
+);
+
+create table if not exists ops.runs (
+    run_id      bigserial primary key,
+    plan_date   date not null,
+    step        text not null,
+    started_at  timestamptz not null default now(),
+    finished_at timestamptz,
+    status      text not null default 'running',
+    summary     jsonb not null default '{}'::jsonb
+);
+create index if not exists runs_plan_date_idx on ops.runs (plan_date);

@@ -1,0 +1,49 @@
+"""Shared fixtures: one embedded PostgreSQL for the session, a fresh database per test.
+
+``LIFECYCLE_TEST_WAREHOUSE_URL`` points the suite at another server instead (any database on
+it; tests create and drop their own databases there).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lifecycle.warehouse import EmbeddedWarehouse, migrate
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a server the tests may create databases on."""
+    external = os.environ.get("LIFECYCLE_TEST_WAREHOUSE_URL")
+    if external:
+        yield external
+        return
+    wh = EmbeddedWarehouse(tmp_path_factory.mktemp("warehouse"))
+    url = wh.up()
+    yield url
+    wh.down()
+
+
+def _with_db(url: str, db: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + db
+
+
+@pytest.fixture
+def fresh_db(server_url: str) -> Iterator[str]:
+    """A new, migrated, empty database; dropped after the test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(_with_db(server_url, "postgres"), autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = _with_db(server_url, name)
+    migrate(url)
+    yield url
+    with psycopg.connect(_with_db(server_url, "postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
