@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     club_timezone: str = Field(default="Europe/Kyiv", description="Time zone for customers without one")
     rules_file: Path | None = Field(default=None, description="default <project>/include/rules/phases.yml")
     transport: Literal["sandbox", "standin", "live"] = "sandbox"
+    send_deadline_hours: int = Field(
+        default=24, description="A message not sent this long after its send_at expires"
+    )
+    dispatch_batch_size: int = Field(default=500, description="Rows claimed per dispatch batch")
+    dispatch_lease_seconds: int = Field(
+        default=300, description="A claimed row whose worker vanished becomes 'unknown' after this"
+    )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
 

@@ -67,7 +67,7 @@ create table if not exists ops.outbox (
     outbox_id      bigserial primary key,
     -- customer|phase|step|cycle: a phase step is sent at most once per membership cycle,
     -- whatever day it is planned on (DESIGN.md #4).
-    message_key    text not null unique,
+    message_key    text not null,
     plan_date      date not null,
     customer_id    text not null,
     phase          text not null,
@@ -79,6 +79,10 @@ create table if not exists ops.outbox (
     subject        text,
     body           text not null,
     send_at        timestamptz not null,
+    -- End of the send window on send_at's local day: never sent after it (held to the next day).
+    window_end_at  timestamptz not null,
+    -- Not sent by then (held, retried): expires with a reason instead of going out late.
+    deadline_at    timestamptz not null,
     status         text not null default 'planned'
                    check (status in ('planned', 'claimed', 'sent', 'failed', 'expired', 'unknown')),
     attempts       integer not null default 0,
@@ -89,7 +93,14 @@ create table if not exists ops.outbox (
     updated_at     timestamptz not null default now(),
     sent_at        timestamptz
 );
+-- A message that is live or went out holds its key: the same phase step for the same membership
+-- cycle can never be planned again. Failed/expired rows (certainly not delivered) release it.
+create unique index if not exists outbox_message_key_live_uq on ops.outbox (message_key)
+    where status in ('planned', 'claimed', 'sent', 'unknown');
+-- At most one lifecycle message per customer per planning day.
+create unique index if not exists outbox_customer_day_uq on ops.outbox (customer_id, plan_date);
 create index if not exists outbox_plan_date_idx on ops.outbox (plan_date);
+create index if not exists outbox_customer_idx on ops.outbox (customer_id, plan_date);
 create index if not exists outbox_due_idx on ops.outbox (channel, send_at) where status = 'planned';
 
 -- Customers eligible for a phase on a day but not planned, with why.

@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each creates .venv if missing).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+UV_VERSION := 0.13.9
+
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export SCARF_ANALYTICS := false
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := False
+
+.PHONY: install demo test test-fast lint lock clean warehouse-down
+
+install: $(STAMP)
+
+# The lock (requirements.lock) pins every package; uv installs it in seconds, pip is the fallback.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)" || true
+	($(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock \
+	  && $(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .) \
+	|| ($(BIN)/python -m pip install -q -r requirements.lock && $(BIN)/python -m pip install -q --no-deps -e .)
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/lifecycle demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check include dags plugins tests bench scripts
+
+# Re-pin after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+warehouse-down: $(STAMP)
+	$(BIN)/lifecycle warehouse down
+
+clean: warehouse-down
+	rm -rf .lifecycle dbt_project/target dbt_project/logs

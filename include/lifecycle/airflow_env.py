@@ -1,0 +1,33 @@
+"""The environment an Airflow process of this project runs with (no Airflow import here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lifecycle.settings import Settings, get_settings
+
+
+def airflow_env(url: str, settings: Settings | None = None) -> dict[str, str]:
+    """Environment for a local Airflow (demo, tests): SQLite metadata, no examples, no telemetry."""
+    settings = settings or get_settings()
+    home = Path(os.environ.get("AIRFLOW_HOME") or settings.state_dir / "airflow")
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.project_dir / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.project_dir / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "AIRFLOW__COSMOS__PROPAGATE_LOGS": "False",
+        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+        "SCARF_ANALYTICS": "false",
+        "DO_NOT_TRACK": "1",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        "AIRFLOW_CONN_LIFECYCLE_WAREHOUSE": url,
+    }
+    if settings.home is None:
+        env["LIFECYCLE_HOME"] = str(settings.state_dir)
+    return env

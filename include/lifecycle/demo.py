@@ -1,0 +1,140 @@
+"""``make demo``: a synthetic club, then the daily DAG through Airflow for consecutive days."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import date, timedelta
+
+import psycopg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lifecycle.airflow_env import airflow_env
+from lifecycle.planning import PHASES_IN_ORDER
+from lifecycle.settings import get_settings
+from lifecycle.warehouse import masked, migrate, resolve_url
+
+DEMO_DB = "lifecycle_demo"
+
+
+def _fresh_database(server_url: str) -> str:
+    """Drop and create the demo database on the warehouse server; return its URL."""
+    base = server_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{DEMO_DB}" with (force)')
+        conn.execute(f'create database "{DEMO_DB}"')
+    return f"{base}/{DEMO_DB}"
+
+
+def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) -> int:
+    from lifecycle.generator import generate
+    from lifecycle.loader import load_dir
+
+    console = Console()
+    settings = get_settings()
+    t0 = time.monotonic()
+    url = _fresh_database(resolve_url(settings))
+    migrate(url)
+    console.print(f"[bold]warehouse[/] {masked(url)}")
+
+    data_dir = settings.state_dir / "demo" / "data"
+    gen = generate(customers, start, end, seed, out_dir=data_dir)
+    console.print(f"[bold]generated[/] {gen}")
+    loaded = load_dir(url, data_dir)
+    console.print(f"[bold]loaded[/] {loaded}")
+
+    first = end - timedelta(days=days - 1)
+    env = {**os.environ, **airflow_env(url, settings), "LIFECYCLE_WAREHOUSE_URL": url}
+    script = settings.project_dir / "scripts" / "run_daily.py"
+    cmd = [sys.executable, str(script), first.isoformat(), str(days), "--clock", "logical"]
+    console.print(f"[bold]airflow[/] lifecycle_daily, {days} days from {first} (logical clock)")
+
+    table = Table(title="lifecycle_daily: messages per day (phase sms/email) and skips")
+    table.add_column("date")
+    for phase in PHASES_IN_ORDER:
+        table.add_column(phase, justify="right")
+    table.add_column("skipped", justify="right")
+    table.add_column("state")
+    table.add_column("s", justify="right")
+
+    failed = None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("days", total=days)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if "error" in line:
+                failed = line
+                continue
+            msgs = line["counts"]["messages"]
+            cells = [
+                f"{msgs.get(f'{p}:sms', 0)}/{msgs.get(f'{p}:email', 0)}" for p in PHASES_IN_ORDER
+            ]
+            table.add_row(line["date"], *cells, str(sum(line["counts"]["skipped"].values())),
+                          line["state"], f"{line['seconds']:.1f}")
+            progress.update(bar, advance=1, description=line["date"])
+            if line["state"] != "success":
+                failed = line
+        rc = proc.wait()
+    console.print(table)
+    if rc != 0 or failed:
+        log_dir = env["AIRFLOW_HOME"] + "/logs"
+        console.print(f"[red]the DAG failed[/]: {failed}; task logs under {log_dir}")
+        return 1
+    _print_totals(console, url, first, end)
+    console.print(f"done in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def _print_totals(console: Console, url: str, first: date, last: date) -> None:
+    with psycopg.connect(url) as conn:
+        customers = conn.execute("select count(*) from raw.customers").fetchone()[0]
+        rows = conn.execute(
+            "select phase, channel, status, count(*), count(distinct customer_id) from ops.outbox "
+            "where plan_date between %s and %s group by 1, 2, 3",
+            (first, last),
+        ).fetchall()
+        reached = conn.execute(
+            "select count(distinct customer_id) from ops.outbox where plan_date between %s and %s",
+            (first, last),
+        ).fetchone()[0]
+        skips = conn.execute(
+            "select reason, count(*) from ops.skips where plan_date between %s and %s group by 1",
+            (first, last),
+        ).fetchall()
+    by_phase: Counter = Counter()
+    by_channel: Counter = Counter()
+    by_status: Counter = Counter()
+    for phase, channel, status, n, _ in rows:
+        by_phase[phase] += n
+        by_channel[channel] += n
+        by_status[status] += n
+    total = sum(by_phase.values())
+    t = Table(title=f"totals {first} .. {last}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("customers in the club", str(customers))
+    t.add_row("messages", str(total))
+    t.add_row("customers messaged", str(reached))
+    t.add_row("messages per customer (whole base)", f"{total / max(customers, 1):.3f}")
+    t.add_row("messages per messaged customer", f"{total / max(reached, 1):.3f}")
+    for phase in PHASES_IN_ORDER:
+        t.add_row(f"  {phase}", str(by_phase.get(phase, 0)))
+    for channel, n in sorted(by_channel.items()):
+        t.add_row(f"  via {channel}", str(n))
+    for status, n in sorted(by_status.items()):
+        t.add_row(f"  status {status}", str(n))
+    for reason, n in sorted(skips):
+        t.add_row(f"  skipped: {reason}", str(n))
+    console.print(t)

@@ -1,0 +1,157 @@
+"""Drain due outbox rows through a transport: claim, send, record. At most once per row.
+
+A row is claimed (``planned -> claimed``, with a lease) in its own committed transaction before
+anything is sent, with ``FOR UPDATE SKIP LOCKED`` so several dispatchers never take the same row.
+A claimed row whose worker vanished is never re-sent: when its lease runs out it becomes
+``unknown`` for reconciliation (DESIGN.md #4).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from lifecycle.settings import Settings, get_settings
+from lifecycle.transports.base import OutboundMessage, SendOutcome, Transport
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+    expired: int = 0
+    lease_lost: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "claimed": self.claimed,
+            "outcomes": dict(self.outcomes),
+            "expired": self.expired,
+            "lease_lost": self.lease_lost,
+        }
+
+
+def expire_and_recover(conn: psycopg.Connection, now: datetime) -> tuple[int, int]:
+    """Expire planned rows past their deadline; turn claimed rows with a lapsed lease unknown."""
+    expired = conn.execute(
+        "update ops.outbox set status = 'expired', last_error = 'deadline passed before sending', "
+        "updated_at = now() where status = 'planned' and deadline_at < %s",
+        (now,),
+    ).rowcount
+    lost = conn.execute(
+        "update ops.outbox set status = 'unknown', "
+        "last_error = 'worker lost its lease: send outcome unknown', updated_at = now() "
+        "where status = 'claimed' and lease_until < %s",
+        (now,),
+    ).rowcount
+    return expired, lost
+
+
+def claim(
+    conn: psycopg.Connection,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    channel: str | None = None,
+    plan_date: date | None = None,
+) -> list[OutboundMessage]:
+    """Claim up to ``limit`` due rows (committed before returning)."""
+    # Due: send_at reached and still inside the send window of its day. With ``plan_date``
+    # (logical clock), every planned row of that date counts as due at its own send_at.
+    if plan_date is not None:
+        due = "plan_date = %(plan_date)s and send_at <= %(now)s"
+    else:
+        due = "send_at <= %(now)s and %(now)s <= window_end_at"
+    rows = conn.execute(
+        f"""
+        with due as (
+            select outbox_id from ops.outbox
+            where status = 'planned' and {due}
+              and (%(channel)s::text is null or channel = %(channel)s)
+            order by send_at, outbox_id
+            limit %(limit)s
+            for update skip locked
+        )
+        update ops.outbox o
+        set status = 'claimed', lease_until = %(lease_until)s, attempts = attempts + 1,
+            updated_at = now()
+        from due where o.outbox_id = due.outbox_id
+        returning o.outbox_id, o.message_key, o.customer_id, o.phase, o.step, o.channel,
+                  o.to_address, o.subject, o.body
+        """,
+        {
+            "now": now,
+            "channel": channel,
+            "limit": limit,
+            "plan_date": plan_date,
+            "lease_until": now + lease,
+        },
+    ).fetchall()
+    conn.commit()
+    return [OutboundMessage(*r) for r in rows]
+
+
+_STATUS = {
+    SendOutcome.SENT: "sent",
+    SendOutcome.FAILED: "failed",
+    SendOutcome.UNKNOWN: "unknown",
+    SendOutcome.RETRY: "planned",
+}
+
+
+def record(conn: psycopg.Connection, messages, results, sent_at: datetime) -> Counter:
+    """Write each send's outcome; only rows still claimed by us are touched."""
+    counts: Counter = Counter()
+    params = []
+    for m, r in zip(messages, results, strict=True):
+        counts[r.outcome.value] += 1
+        params.append((_STATUS[r.outcome], r.provider_id, r.error,
+                       sent_at if r.outcome is SendOutcome.SENT else None, m.outbox_id))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "update ops.outbox set status = %s, provider_id = coalesce(%s, provider_id), "
+            "last_error = %s, sent_at = %s, lease_until = null, updated_at = now(), "
+            # A certain non-send goes back to planned, due again after an exponential backoff
+            # (30 s, 1 min, 2 min, ... at most 1 h); its deadline still bounds it.
+            "send_at = case when %s then %s + least(3600, 30 * 2 ^ (attempts - 1)) "
+            "* interval '1 second' else send_at end "
+            "where outbox_id = %s and status = 'claimed'",
+            [p[:4] + (p[0] == "planned", sent_at, p[4]) for p in params],
+        )
+    conn.commit()
+    return counts
+
+
+def dispatch(
+    url: str,
+    transport: Transport,
+    *,
+    now: datetime,
+    channel: str | None = None,
+    plan_date: date | None = None,
+    settings: Settings | None = None,
+    max_batches: int | None = None,
+) -> DispatchReport:
+    """Send every due row (of one channel, or all) until none is left."""
+    settings = settings or get_settings()
+    report = DispatchReport()
+    lease = timedelta(seconds=settings.dispatch_lease_seconds)
+    with psycopg.connect(url) as conn:
+        report.expired, report.lease_lost = expire_and_recover(conn, now)
+        conn.commit()
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            messages = claim(conn, now=now, lease=lease, limit=settings.dispatch_batch_size,
+                             channel=channel, plan_date=plan_date)
+            if not messages:
+                break
+            batches += 1
+            report.claimed += len(messages)
+            results = transport.send_batch(messages)
+            report.outcomes.update(record(conn, messages, results, now))
+    return report
