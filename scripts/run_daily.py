@@ -45,15 +45,15 @@ def main() -> int:
     # Task logs would drown the progress output; they stay in AIRFLOW_HOME/logs.
     logging.disable(logging.INFO)
 
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     from lifecycle.report import day_counts
 
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"], include_examples=False)
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         print(json.dumps({"error": "dag import errors", "detail": bag.import_errors}), flush=True)
         return 1
-    dag = bag.get_dag(args.dag_id)
+    dag = bag.dags[args.dag_id]
     url = os.environ["AIRFLOW_CONN_LIFECYCLE_WAREHOUSE"]
     failed = False
     for i in range(args.days):

@@ -22,6 +22,8 @@ def airflow_env(url: str, settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         "AIRFLOW__COSMOS__PROPAGATE_LOGS": "False",
+        # Cosmos caches `dbt ls` in Airflow Variables at parse time; parsing must not write.
+        "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_LS": "False",
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
         "SCARF_ANALYTICS": "false",
         "DO_NOT_TRACK": "1",

@@ -16,6 +16,9 @@ create table if not exists raw.customers (
     _loaded_at   timestamptz not null default now()
 );
 
+-- Columns added after a table first shipped (contract grows compatibly, DESIGN.md #8).
+alter table raw.customers add column if not exists club_id text not null default 'main';
+
 create table if not exists raw.memberships (
     membership_id text primary key,
     customer_id   text not null,

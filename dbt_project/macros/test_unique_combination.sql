@@ -1,0 +1,11 @@
+{% test unique_combination(model, columns) %}
+{#- Fails with each combination of the columns that occurs more than once. -#}
+
+select
+    {{ columns | join(', ') }},
+    count(*) as occurrences
+from {{ model }}
+group by {{ columns | join(', ') }}
+having count(*) > 1
+
+{% endtest %}

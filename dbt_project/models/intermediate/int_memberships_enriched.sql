@@ -1,0 +1,95 @@
+with
+
+memberships as (
+
+    select * from {{ ref('stg_club__memberships') }}
+
+),
+
+as_of as (
+
+    select {{ as_of_date() }} as as_of_date
+
+),
+
+known_on_as_of as (
+
+    -- a membership bought after D did not exist on D
+    select
+        memberships.*,
+        as_of.as_of_date
+    from memberships
+    cross join as_of
+    where memberships.purchased_on <= as_of.as_of_date
+
+),
+
+flagged as (
+
+    select
+        *,
+        -- frozen counts: the member still holds the period
+        (not is_cancelled and starts_on <= as_of_date and ends_on >= as_of_date)
+            as is_active_on_as_of,
+        case
+            when is_cancelled then 'cancelled'
+            when starts_on > as_of_date then 'upcoming'
+            when ends_on < as_of_date then 'expired'
+            when status = 'frozen' then 'frozen'
+            else 'active'
+        end as membership_status
+    from known_on_as_of
+
+),
+
+ordered as (
+
+    select
+        *,
+        cast(row_number() over (
+            partition by customer_id
+            order by purchased_on, starts_on, membership_id
+        ) as integer) as membership_number,
+        max(starts_on) filter (where not is_cancelled) over (
+            partition by customer_id
+        ) as latest_kept_starts_on,
+        -- current: active on D with the latest start; else the latest end, cancelled last
+        row_number() over (
+            partition by customer_id
+            order by
+                is_active_on_as_of desc,
+                is_cancelled asc,
+                case when is_active_on_as_of then starts_on end desc nulls last,
+                ends_on desc,
+                starts_on desc,
+                purchased_on desc,
+                membership_id desc
+        ) as current_rank
+    from flagged
+
+),
+
+final as (
+
+    select
+        membership_id,
+        customer_id,
+        product,
+        purchased_on,
+        starts_on,
+        ends_on,
+        price,
+        status,
+        is_cancelled,
+        as_of_date,
+        membership_number,
+        is_active_on_as_of,
+        membership_status,
+        -- renewed: another kept membership, bought by D, starts after this one
+        coalesce(latest_kept_starts_on > starts_on, false) as has_renewal,
+        current_rank = 1 as is_current
+    from ordered
+
+)
+
+select * from final

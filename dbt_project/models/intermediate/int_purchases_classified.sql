@@ -1,0 +1,40 @@
+with
+
+purchases as (
+
+    select * from {{ ref('stg_club__purchases') }}
+
+),
+
+customers as (
+
+    select * from {{ ref('stg_club__customers') }}
+
+),
+
+services as (
+
+    select * from {{ ref('int_services_catalog') }}
+
+),
+
+final as (
+
+    select
+        purchases.purchase_id,
+        purchases.customer_id,
+        purchases.service,
+        -- a service missing from the catalog is neither an add-on nor a cross-sell
+        coalesce(services.category, 'other') as category,
+        purchases.purchased_at,
+        {{ local_date('purchases.purchased_at', 'customers.timezone') }} as purchase_date,
+        purchases.amount
+    from purchases
+    inner join customers
+        on purchases.customer_id = customers.customer_id
+    left join services
+        on purchases.service = services.service
+
+)
+
+select * from final

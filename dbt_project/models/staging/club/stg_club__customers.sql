@@ -1,0 +1,105 @@
+{%- set country_code = var('default_country_code') | string | trim -%}
+{%- if not modules.re.match('^[1-9][0-9]{0,2}$', country_code) -%}
+    {{ exceptions.raise_compiler_error(
+        "var 'default_country_code' must be 1-3 digits without '+', got '" ~ country_code ~ "'"
+    ) }}
+{%- endif -%}
+
+with
+
+source as (
+
+    select * from {{ source('club', 'customers') }}
+
+),
+
+time_zones as (
+
+    -- known IANA names, keyed case-insensitively; the canonical spelling wins
+    select distinct on (lower(name))
+        lower(name) as name_key,
+        name
+    from pg_catalog.pg_timezone_names
+    order by lower(name), name
+
+),
+
+cleaned as (
+
+    select
+        customer_id,
+        nullif(trim(club_id), '') as club_id,
+        nullif(trim(first_name), '') as first_name,
+        nullif(lower(trim(email)), '') as email,
+        phone as phone_raw,
+        -- separators people type (spaces, dashes, dots, parentheses) go; so does the
+        -- national trunk 0 some write after the country code: +44 (0)20 ...
+        nullif(
+            regexp_replace(
+                regexp_replace(trim(phone), '^(\+|00)([0-9]{1,3})[[:space:]]*\(0\)', '\1\2'),
+                '[[:space:]().-]', '', 'g'
+            ),
+            ''
+        ) as phone_digits,
+        nullif(trim(timezone), '') as timezone_raw,
+        created_at
+    from source
+
+),
+
+phone_normalised as (
+
+    select
+        *,
+        case
+            when phone_digits ~ '^00[0-9]+$' then '+' || substr(phone_digits, 3)
+            -- a national number: trunk prefix 0 replaced by the club's country code
+            when phone_digits ~ '^0[0-9]+$' then '+{{ country_code }}' || substr(phone_digits, 2)
+            -- digits only: taken to start with the country code
+            when phone_digits ~ '^[0-9]+$' then '+' || phone_digits
+            -- already international, or not a number: left for phone_valid to judge
+            else phone_digits
+        end as phone
+    from cleaned
+
+),
+
+timezone_resolved as (
+
+    select
+        phone_normalised.*,
+        -- empty or unknown to PostgreSQL: the club's time zone
+        coalesce(time_zones.name, '{{ var("club_timezone") }}') as timezone
+    from phone_normalised
+    left join time_zones
+        on lower(phone_normalised.timezone_raw) = time_zones.name_key
+
+),
+
+final as (
+
+    select
+        customer_id,
+        coalesce(club_id, 'main') as club_id,
+        first_name,
+        email,
+        -- dot-separated local part @ dot-separated host labels, a letters-only TLD
+        coalesce(
+            email ~ (
+                '^[a-z0-9!#$%&''*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&''*+/=?^_`{|}~-]+)*@'
+                || '[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}$'
+            ),
+            false
+        ) as email_valid,
+        phone_raw,
+        phone,
+        coalesce(phone ~ '^\+[1-9][0-9]{7,14}$', false) as phone_valid,
+        timezone_raw,
+        timezone,
+        created_at,
+        {{ local_date('created_at', 'timezone') }} as customer_since
+    from timezone_resolved
+
+)
+
+select * from final

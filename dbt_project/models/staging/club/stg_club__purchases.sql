@@ -1,0 +1,21 @@
+with
+
+source as (
+
+    select * from {{ source('club', 'purchases') }}
+
+),
+
+final as (
+
+    select
+        purchase_id,
+        customer_id,
+        lower(trim(service)) as service,
+        purchased_at,
+        cast(amount as numeric(12, 2)) as amount
+    from source
+
+)
+
+select * from final

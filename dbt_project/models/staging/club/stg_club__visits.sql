@@ -1,0 +1,19 @@
+with
+
+source as (
+
+    select * from {{ source('club', 'visits') }}
+
+),
+
+final as (
+
+    select
+        visit_id,
+        customer_id,
+        visited_at
+    from source
+
+)
+
+select * from final

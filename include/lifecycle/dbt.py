@@ -1,0 +1,146 @@
+"""Run the project's dbt (dbt_project/) against a warehouse given by URL.
+
+dbt runs as a subprocess, the ``dbt`` executable installed next to the running Python: its
+in-process API is not thread-safe and keeps global state between invocations. The connection
+reaches dbt through environment variables that dbt_project/profiles.yml reads, so the URL is the
+only thing a caller (CLI, Airflow task, test) has to know.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+from lifecycle.settings import Settings, get_settings
+
+OUTPUT_TAIL_LINES = 60
+
+
+class DbtError(RuntimeError):
+    """dbt exited non-zero; the message ends with the tail of its output."""
+
+    def __init__(self, message: str, *, returncode: int | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.output = output
+
+
+def dbt_env(url: str, settings: Settings | None = None) -> dict[str, str]:
+    """Environment variables that point dbt_project/profiles.yml at the warehouse ``url``.
+
+    Only the variables dbt needs; callers merge them into their own environment.
+    """
+    settings = settings or get_settings()
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}): expected postgresql://…")
+    dbname = unquote(parts.path.lstrip("/"))
+    if not dbname:
+        raise ValueError("the warehouse URL names no database: expected postgresql://…/<dbname>")
+    query = parse_qs(parts.query)
+    env = {
+        "LIFECYCLE_PG_HOST": parts.hostname or "localhost",
+        "LIFECYCLE_PG_PORT": str(parts.port or 5432),
+        "LIFECYCLE_PG_USER": unquote(parts.username or "postgres"),
+        "LIFECYCLE_PG_PASSWORD": unquote(parts.password or ""),
+        "LIFECYCLE_PG_DBNAME": dbname,
+        "LIFECYCLE_DBT_SCHEMA": settings.dbt_schema,
+        "LIFECYCLE_DBT_THREADS": str(settings.dbt_threads),
+        # dbt_project.yml defaults the club_timezone var from it, so dbt and Python agree.
+        "LIFECYCLE_CLUB_TIMEZONE": settings.club_timezone,
+        "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        "DO_NOT_TRACK": "1",
+        "DBT_USE_COLORS": "False",
+    }
+    if "sslmode" in query:
+        env["LIFECYCLE_PG_SSLMODE"] = query["sslmode"][-1]
+    return env
+
+
+def dbt_executable() -> Path:
+    """The ``dbt`` installed beside the running interpreter (the same virtualenv)."""
+    # sys.executable is not resolved: in a venv it is a symlink and its directory is the venv's.
+    return Path(sys.executable).parent / "dbt"
+
+
+def _with_vars(args: list[str], as_of: datetime.date | None) -> list[str]:
+    """``args`` with as_of_date merged into their ``--vars`` (added when there is none)."""
+    if as_of is None:
+        return list(args)
+    args = list(args)
+    as_of_vars = {"as_of_date": as_of.isoformat()}
+    for i, arg in enumerate(args):
+        if arg == "--vars" and i + 1 < len(args):
+            merged = {**(yaml.safe_load(args[i + 1]) or {}), **as_of_vars}
+            args[i + 1] = json.dumps(merged)
+            return args
+        if arg.startswith("--vars="):
+            merged = {**(yaml.safe_load(arg.split("=", 1)[1]) or {}), **as_of_vars}
+            args[i] = "--vars=" + json.dumps(merged)
+            return args
+    return [*args, "--vars", json.dumps(as_of_vars)]
+
+
+def run_dbt(
+    url: str,
+    args: list[str],
+    *,
+    as_of: datetime.date | None = None,
+    settings: Settings | None = None,
+    target_path: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dbt <args>`` in the dbt project against ``url``; raise DbtError unless it succeeds.
+
+    ``as_of`` becomes the ``as_of_date`` var. ``target_path`` keeps dbt's artifacts and logs
+    apart from other runs of the same checkout (parallel tests, concurrent tasks).
+    """
+    settings = settings or get_settings()
+    exe = dbt_executable()
+    if not exe.exists():
+        raise DbtError(f"dbt is not installed next to {sys.executable}: run `make .venv`")
+    env = {**os.environ, **dbt_env(url, settings)}
+    if target_path is not None:
+        env["DBT_TARGET_PATH"] = str(target_path)
+        env["DBT_LOG_PATH"] = str(target_path / "logs")
+    cmd = [str(exe), *_with_vars(args, as_of)]
+    result = subprocess.run(
+        cmd,
+        cwd=settings.dbt_project_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.splitlines()[-OUTPUT_TAIL_LINES:])
+        raise DbtError(
+            f"`dbt {' '.join(cmd[1:])}` failed (exit {result.returncode}); "
+            f"dbt's output ends with:\n{tail}",
+            returncode=result.returncode,
+            output=result.stdout,
+        )
+    return result
+
+
+def build(
+    url: str,
+    as_of: datetime.date,
+    select: str | list[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    target_path: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``dbt build`` (seeds, models, tests, unit tests) as of ``as_of``; ``select`` narrows it."""
+    args = ["build"]
+    if select:
+        args += ["--select", *([select] if isinstance(select, str) else select)]
+    return run_dbt(url, args, as_of=as_of, settings=settings, target_path=target_path)

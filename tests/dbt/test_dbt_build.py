@@ -1,0 +1,283 @@
+"""The real dbt project built on a real PostgreSQL: raw rows in, customer_facts rows out."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+from lifecycle.dbt import DbtError, build, run_dbt
+from lifecycle.settings import Settings
+from psycopg.rows import dict_row
+
+pytestmark = pytest.mark.slow
+
+AS_OF = date(2024, 6, 30)
+
+CONTRACT = [
+    ("customer_id", "text"),
+    ("club_id", "text"),
+    ("first_name", "text"),
+    ("email", "text"),
+    ("phone", "text"),
+    ("email_valid", "boolean"),
+    ("phone_valid", "boolean"),
+    ("sms_consent", "boolean"),
+    ("email_consent", "boolean"),
+    ("sms_contactable", "boolean"),
+    ("email_contactable", "boolean"),
+    ("timezone", "text"),
+    ("as_of_date", "date"),
+    ("customer_since", "date"),
+    ("tenure_days", "integer"),
+    ("membership_id", "text"),
+    ("product", "text"),
+    ("purchased_on", "date"),
+    ("starts_on", "date"),
+    ("ends_on", "date"),
+    ("membership_status", "text"),
+    ("has_active_membership", "boolean"),
+    ("days_since_purchase", "integer"),
+    ("days_until_end", "integer"),
+    ("days_since_end", "integer"),
+    ("has_renewal", "boolean"),
+    ("memberships_total", "integer"),
+    ("visits_total", "integer"),
+    ("visits_since_purchase", "integer"),
+    ("visits_last_7d", "integer"),
+    ("visits_last_30d", "integer"),
+    ("visits_last_90d", "integer"),
+    ("last_visit_date", "date"),
+    ("addon_purchases_since_purchase", "integer"),
+    ("cross_sell_purchases_since_purchase", "integer"),
+    ("addon_purchases_last_30d", "integer"),
+    ("cross_sell_purchases_last_90d", "integer"),
+    ("lifetime_revenue", "numeric(14,2)"),
+]
+
+# Customers around the edges; times are UTC, the club's zone is Europe/Kyiv (UTC+3 in summer).
+RAW = """
+insert into raw.customers (customer_id, first_name, email, phone, timezone, created_at) values
+  ('nat',   'Anna', '  Anna.Smith@Example.COM ', '0671234567',           'Europe/Kyiv',
+   '2024-01-10 10:00+00'),
+  ('bad',   'Ihor', 'not-an-email',              '12345',                'Mars/Olympus',
+   '2024-03-01 10:00+00'),
+  ('intl',  'Bob',  'Bob@Example.org',           '+1 (212) 555-0100',    'america/new_york',
+   '2024-02-01 10:00+00'),
+  ('zeros', 'Olha', 'olha@example.com',          '00380 (67) 765.43.21', '',
+   '2023-12-01 10:00+00'),
+  -- 01:30 on 1 July in Kyiv: not yet a customer on 30 June
+  ('late',  'Late', 'late@example.com',          '+380501112233',        null,
+   '2024-06-30 22:30+00');
+
+insert into raw.memberships
+  (membership_id, customer_id, product, purchased_on, starts_on, ends_on, price, status) values
+  ('nat-1',   'nat',   'month', '2024-06-10', '2024-06-10', '2024-07-09', 1000, 'active'),
+  -- renewal bought before the current period ends
+  ('nat-2',   'nat',   'month', '2024-06-29', '2024-07-10', '2024-08-09', 1000, 'active'),
+  ('intl-1',  'intl',  'quarter', '2024-04-30', '2024-05-01', '2024-07-31', 2500, 'frozen'),
+  ('zeros-1', 'zeros', 'quarter', '2024-01-01', '2024-01-01', '2024-03-31', 2400, 'active'),
+  ('zeros-2', 'zeros', 'quarter', '2024-06-01', '2024-06-01', '2024-08-31', 2400, 'cancelled');
+
+insert into raw.visits (visit_id, customer_id, visited_at) values
+  ('v1', 'nat',  '2024-06-09 21:30+00'),  -- 00:30 on 10 June in Kyiv: the purchase day
+  ('v2', 'nat',  '2024-06-20 08:00+00'),
+  ('v3', 'nat',  '2024-06-29 21:30+00'),  -- 30 June in Kyiv: D
+  ('v4', 'nat',  '2024-06-30 21:30+00'),  -- 1 July in Kyiv: after D
+  ('v5', 'nat',  '2024-06-09 20:00+00'),  -- 23:00 on 9 June in Kyiv: before the purchase
+  ('v6', 'intl', '2024-07-01 02:00+00'),  -- 22:00 on 30 June in New York: D
+  ('v7', 'zeros', '2024-03-15 09:00+00');
+
+insert into raw.purchases (purchase_id, customer_id, service, purchased_at, amount) values
+  ('p1', 'nat',  'Solarium', '2024-06-15 10:00+00', 150),
+  ('p2', 'nat',  'massage',  '2024-07-01 10:00+00', 900),  -- after D
+  ('p3', 'intl', 'massage',  '2024-04-15 10:00+00', 800),
+  ('p4', 'intl', 'smoothie', '2024-06-01 10:00+00', 5);
+
+insert into raw.consents (customer_id, channel, opted_in, updated_at) values
+  ('bad',  'sms',   true,  '2024-03-01 10:00+00'),
+  ('intl', 'email', false, '2024-02-01 10:00+00');
+"""
+
+
+def _load(url: str, sql: str) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute(sql)
+
+
+def _facts(url: str) -> dict[str, dict]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        rows = conn.execute("select * from analytics.customer_facts").fetchall()
+    return {row["customer_id"]: row for row in rows}
+
+
+def test_build_computes_customer_facts_from_raw_rows(fresh_db: str, tmp_path: Path) -> None:
+    _load(fresh_db, RAW)
+
+    build(fresh_db, as_of=AS_OF, target_path=tmp_path)
+
+    facts = _facts(fresh_db)
+    assert set(facts) == {"nat", "bad", "intl", "zeros"}  # 'late' joined after D, local time
+
+    nat = facts["nat"]
+    assert nat["phone"] == "+380671234567"
+    assert nat["email"] == "anna.smith@example.com"
+    assert (nat["phone_valid"], nat["email_valid"]) == (True, True)
+    # no consent rows: the default (opted in)
+    assert (nat["sms_consent"], nat["email_consent"]) == (True, True)
+    assert (nat["sms_contactable"], nat["email_contactable"]) == (True, True)
+    assert nat["club_id"] == "main"
+    assert nat["timezone"] == "Europe/Kyiv"
+    assert nat["as_of_date"] == AS_OF
+    assert nat["customer_since"] == date(2024, 1, 10)
+    assert nat["tenure_days"] == 172
+    assert nat["membership_id"] == "nat-1"
+    assert nat["membership_status"] == "active"
+    assert nat["has_active_membership"] is True
+    assert nat["days_since_purchase"] == 20
+    assert nat["days_until_end"] == 9
+    assert nat["days_since_end"] is None
+    assert nat["has_renewal"] is True
+    assert nat["memberships_total"] == 2
+    assert nat["visits_total"] == 4
+    assert nat["visits_since_purchase"] == 3
+    assert nat["visits_last_7d"] == 1
+    assert nat["visits_last_30d"] == 4
+    assert nat["visits_last_90d"] == 4
+    assert nat["last_visit_date"] == AS_OF
+    assert nat["addon_purchases_since_purchase"] == 1
+    assert nat["addon_purchases_last_30d"] == 1
+    assert nat["cross_sell_purchases_since_purchase"] == 0
+    assert nat["lifetime_revenue"] == Decimal("2150.00")
+
+    bad = facts["bad"]
+    assert bad["phone"] == "+12345"
+    assert (bad["phone_valid"], bad["email_valid"]) == (False, False)
+    assert bad["sms_consent"] is True
+    assert (bad["sms_contactable"], bad["email_contactable"]) == (False, False)
+    assert bad["timezone"] == "Europe/Kyiv"  # unknown zone: the club's
+    assert bad["membership_id"] is None
+    assert bad["membership_status"] is None
+    assert bad["days_since_purchase"] is None
+    assert bad["has_active_membership"] is False
+    assert bad["has_renewal"] is False
+    assert (bad["memberships_total"], bad["visits_total"]) == (0, 0)
+    assert bad["lifetime_revenue"] == Decimal("0.00")
+
+    intl = facts["intl"]
+    assert intl["phone"] == "+12125550100"
+    assert intl["email"] == "bob@example.org"
+    assert intl["timezone"] == "America/New_York"
+    assert (intl["sms_contactable"], intl["email_contactable"]) == (True, False)
+    assert intl["membership_status"] == "frozen"
+    assert intl["has_active_membership"] is True
+    assert intl["days_since_purchase"] == 61
+    assert (intl["visits_last_7d"], intl["last_visit_date"]) == (1, AS_OF)
+    assert intl["cross_sell_purchases_last_90d"] == 1
+    assert intl["cross_sell_purchases_since_purchase"] == 0
+    assert intl["lifetime_revenue"] == Decimal("3305.00")
+
+    zeros = facts["zeros"]
+    assert zeros["phone"] == "+380677654321"
+    assert zeros["phone_valid"] is True
+    assert zeros["timezone"] == "Europe/Kyiv"
+    # the cancelled membership covering D is not current while an expired one exists
+    assert zeros["membership_id"] == "zeros-1"
+    assert zeros["membership_status"] == "expired"
+    assert zeros["has_active_membership"] is False
+    assert zeros["days_since_end"] == 91
+    assert zeros["has_renewal"] is False
+    assert zeros["memberships_total"] == 2
+    assert zeros["visits_total"] == 1
+    assert zeros["visits_last_90d"] == 0
+    assert zeros["lifetime_revenue"] == Decimal("2400.00")
+
+
+def test_customer_facts_matches_its_contract_and_is_indexed(fresh_db: str, tmp_path: Path) -> None:
+    _load(fresh_db, RAW)
+
+    build(fresh_db, as_of=AS_OF, target_path=tmp_path)
+    # a second build replaces the table (and its index) without a name clash
+    build(fresh_db, as_of=date(2024, 7, 15), target_path=tmp_path)
+
+    with psycopg.connect(fresh_db) as conn:
+        columns = conn.execute(
+            """
+            select a.attname, format_type(a.atttypid, a.atttypmod)
+            from pg_attribute a
+            where a.attrelid = 'analytics.customer_facts'::regclass
+              and a.attnum > 0 and not a.attisdropped
+            order by a.attnum
+            """
+        ).fetchall()
+        indexes = conn.execute(
+            "select indexdef from pg_indexes "
+            "where schemaname = 'analytics' and tablename = 'customer_facts'"
+        ).fetchall()
+    assert columns == CONTRACT
+    assert len(indexes) == 1
+    assert "UNIQUE INDEX" in indexes[0][0] and "(customer_id)" in indexes[0][0]
+
+    facts = _facts(fresh_db)
+    assert set(facts) == {"nat", "bad", "intl", "zeros", "late"}
+    nat = facts["nat"]
+    # on 15 July the renewal bought in June is the current membership
+    assert nat["as_of_date"] == date(2024, 7, 15)
+    assert (nat["membership_id"], nat["days_since_purchase"]) == ("nat-2", 16)
+    assert nat["has_renewal"] is False
+    # the 1 July visit and massage now count
+    assert nat["visits_total"] == 5
+    assert nat["cross_sell_purchases_last_90d"] == 1
+
+
+def test_failing_data_test_makes_build_raise(fresh_db: str, tmp_path: Path) -> None:
+    _load(
+        fresh_db,
+        """
+        insert into raw.customers (customer_id, created_at) values ('c1', '2024-01-01 10:00+00');
+        insert into raw.memberships
+          (membership_id, customer_id, product, purchased_on, starts_on, ends_on, price, status)
+        values ('m1', 'c1', 'month', '2024-06-01', '2024-06-30', '2024-06-01', 100, 'active');
+        """,
+    )
+
+    with pytest.raises(DbtError) as failed:
+        build(fresh_db, as_of=AS_OF, target_path=tmp_path)
+
+    assert failed.value.returncode == 1
+    assert "Failure in test memberships_end_on_or_after_start" in str(failed.value)
+    with psycopg.connect(fresh_db) as conn:
+        mart = conn.execute("select to_regclass('analytics.customer_facts')").fetchone()
+    assert mart == (None,)  # the failed test kept the mart from being built
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "message"),
+    [
+        ([], "var 'as_of_date' is required to build customer_facts"),
+        (["--vars", '{"as_of_date": "2024-02-30"}'], "var 'as_of_date' is not a calendar date"),
+    ],
+)
+def test_the_mart_does_not_compile_without_a_valid_as_of_date(
+    fresh_db: str, tmp_path: Path, extra_args: list[str], message: str
+) -> None:
+    with pytest.raises(DbtError) as failed:
+        run_dbt(fresh_db, ["run", "--select", "customer_facts", *extra_args], target_path=tmp_path)
+
+    assert message in str(failed.value)
+
+
+def test_club_timezone_follows_the_package_setting(fresh_db: str, tmp_path: Path) -> None:
+    settings = Settings(club_timezone="Europe/Warsaw")
+
+    run_dbt(
+        fresh_db,
+        ["compile", "--select", "stg_club__customers"],
+        settings=settings,
+        target_path=tmp_path,
+    )
+
+    compiled = next(tmp_path.rglob("compiled/**/stg_club__customers.sql")).read_text()
+    assert "coalesce(time_zones.name, 'Europe/Warsaw') as timezone" in compiled

@@ -1,0 +1,61 @@
+"""How lifecycle.dbt turns a warehouse URL and settings into dbt's environment and arguments."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+from lifecycle.dbt import _with_vars, dbt_env, dbt_executable
+from lifecycle.settings import Settings
+
+
+def test_dbt_env_parses_the_url_into_profile_variables() -> None:
+    settings = Settings(dbt_schema="marts_x", dbt_threads=4, club_timezone="Europe/Warsaw")
+
+    env = dbt_env("postgresql://svc%40club:p%3Ass%2Fw@db.example.com:6543/warehouse", settings)
+
+    assert env["LIFECYCLE_PG_HOST"] == "db.example.com"
+    assert env["LIFECYCLE_PG_PORT"] == "6543"
+    assert env["LIFECYCLE_PG_USER"] == "svc@club"
+    assert env["LIFECYCLE_PG_PASSWORD"] == "p:ss/w"
+    assert env["LIFECYCLE_PG_DBNAME"] == "warehouse"
+    assert env["LIFECYCLE_DBT_SCHEMA"] == "marts_x"
+    assert env["LIFECYCLE_DBT_THREADS"] == "4"
+    assert env["LIFECYCLE_CLUB_TIMEZONE"] == "Europe/Warsaw"
+    assert env["DBT_PROFILES_DIR"] == str(settings.dbt_project_dir)
+    assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "False"
+    assert env["DO_NOT_TRACK"] == "1"
+    assert "LIFECYCLE_PG_SSLMODE" not in env
+
+
+def test_dbt_env_defaults_port_and_passes_sslmode() -> None:
+    env = dbt_env("postgresql://u@localhost/db?sslmode=require", Settings())
+
+    assert (env["LIFECYCLE_PG_PORT"], env["LIFECYCLE_PG_PASSWORD"]) == ("5432", "")
+    assert env["LIFECYCLE_PG_SSLMODE"] == "require"
+
+
+def test_dbt_env_rejects_a_url_without_database() -> None:
+    with pytest.raises(ValueError, match="names no database"):
+        dbt_env("postgresql://u@localhost:5432", Settings())
+
+
+def test_as_of_is_added_as_a_var_or_merged_into_given_vars() -> None:
+    assert _with_vars(["build"], None) == ["build"]
+    assert _with_vars(["build"], date(2024, 6, 30)) == [
+        "build",
+        "--vars",
+        json.dumps({"as_of_date": "2024-06-30"}),
+    ]
+    merged = _with_vars(["run", "--vars", "{default_consent: false}"], date(2024, 6, 30))
+    assert merged[:2] == ["run", "--vars"]
+    assert json.loads(merged[2]) == {"default_consent": False, "as_of_date": "2024-06-30"}
+
+
+def test_the_dbt_project_and_executable_are_where_run_dbt_looks() -> None:
+    settings = Settings()
+
+    assert (settings.dbt_project_dir / "dbt_project.yml").is_file()
+    assert (settings.dbt_project_dir / "profiles.yml").is_file()
+    assert dbt_executable().is_file()
