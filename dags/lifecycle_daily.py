@@ -90,7 +90,13 @@ def lifecycle_daily():
             invocation_mode=InvocationMode.DBT_RUNNER,
         ),
         render_config=RenderConfig(load_method=LoadMode.DBT_LS, test_behavior=TestBehavior.BUILD),
-        operator_args={"vars": {"as_of_date": "{{ ds }}"}, "install_deps": False},
+        operator_args={
+            "vars": {"as_of_date": "{{ ds }}"},
+            "install_deps": False,
+            # A model's task runs the tests whose other parents are its ancestors (built
+            # before it): a relationships test waits for the model that declares it.
+            "dbt_cmd_flags": ["--indirect-selection", "buildable"],
+        },
     )
 
     @task

@@ -1,8 +1,9 @@
 """Run the lifecycle_daily DAG through Airflow (``dag.test``) for consecutive logical dates.
 
 Used by ``lifecycle demo`` and the integration tests; this file, not the package, imports
-Airflow (DESIGN.md #7). Prints one JSON line per day on stdout:
-{"date": ..., "state": ..., "counts": {...}, "seconds": ...}. Exit status 1 if a day failed.
+Airflow (DESIGN.md #7). Prints one line per day on stdout, ``RESULT_PREFIX`` then JSON:
+{"date": ..., "state": ..., "counts": {...}, "seconds": ...}; Airflow's and dbt's own log lines
+are interleaved on the same streams, hence the prefix. Exit status 1 if a day failed.
 
 Usage: python scripts/run_daily.py START_DATE DAYS [--clock wall|logical]
 """
@@ -10,7 +11,6 @@ Usage: python scripts/run_daily.py START_DATE DAYS [--clock wall|logical]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -19,6 +19,13 @@ import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+
+
+RESULT_PREFIX = "@@lifecycle-day "
+
+
+def _emit(obj: dict) -> None:
+    print(RESULT_PREFIX + json.dumps(obj), flush=True)
 
 
 def _migrate_metadata() -> None:
@@ -43,7 +50,7 @@ def main() -> int:
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     _migrate_metadata()
     # Task logs would drown the progress output; they stay in AIRFLOW_HOME/logs.
-    logging.disable(logging.INFO)
+    logging.disable(logging.INFO)  # warnings and errors still reach the log
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -51,21 +58,23 @@ def main() -> int:
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
-        print(json.dumps({"error": "dag import errors", "detail": bag.import_errors}), flush=True)
+        _emit({"error": "dag import errors", "detail": bag.import_errors})
         return 1
     dag = bag.dags[args.dag_id]
+    # Fail fast here: dag.test() would wait out each retry delay (minutes) in-process.
+    for task in dag.tasks:
+        task.retries = 0
     url = os.environ["AIRFLOW_CONN_LIFECYCLE_WAREHOUSE"]
     failed = False
     for i in range(args.days):
         day = args.start + timedelta(days=i)
         logical = datetime(day.year, day.month, day.day, 5, tzinfo=timezone.utc)
         t0 = time.monotonic()
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            run = dag.test(logical_date=logical, run_after=logical, run_conf={"clock": args.clock})
+        run = dag.test(logical_date=logical, run_after=logical, run_conf={"clock": args.clock})
         state = str(getattr(run, "state", "unknown"))
         line = {"date": day.isoformat(), "state": state, "seconds": round(time.monotonic() - t0, 2)}
         line["counts"] = day_counts(url, day)
-        print(json.dumps(line), flush=True)
+        _emit(line)
         if state != "success":
             failed = True
             break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from lifecycle.settings import get_settings
 from lifecycle.warehouse import masked, migrate, resolve_url
 
 DEMO_DB = "lifecycle_demo"
+RESULT_PREFIX = "@@lifecycle-day "  # scripts/run_daily.py marks its result lines so
 
 
 def _fresh_database(server_url: str) -> str:
@@ -50,7 +52,12 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     console.print(f"[bold]loaded[/] {loaded}")
 
     first = end - timedelta(days=days - 1)
-    env = {**os.environ, **airflow_env(url, settings), "LIFECYCLE_WAREHOUSE_URL": url}
+    # A fresh Airflow metadata DB: the demo's runs must not meet an earlier demo's runs.
+    airflow_home = settings.state_dir / "demo" / "airflow"
+    shutil.rmtree(airflow_home, ignore_errors=True)
+    env = {**os.environ, **airflow_env(url, settings), "LIFECYCLE_WAREHOUSE_URL": url,
+           "AIRFLOW_HOME": str(airflow_home),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}"}
     script = settings.project_dir / "scripts" / "run_daily.py"
     cmd = [sys.executable, str(script), first.isoformat(), str(days), "--clock", "logical"]
     console.print(f"[bold]airflow[/] lifecycle_daily, {days} days from {first} (logical clock)")
@@ -67,30 +74,32 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task("days", total=days)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if "error" in line:
-                failed = line
-                continue
-            msgs = line["counts"]["messages"]
-            cells = [
-                f"{msgs.get(f'{p}:sms', 0)}/{msgs.get(f'{p}:email', 0)}" for p in PHASES_IN_ORDER
-            ]
-            table.add_row(line["date"], *cells, str(sum(line["counts"]["skipped"].values())),
-                          line["state"], f"{line['seconds']:.1f}")
-            progress.update(bar, advance=1, description=line["date"])
-            if line["state"] != "success":
-                failed = line
-        rc = proc.wait()
+        airflow_home.mkdir(parents=True, exist_ok=True)
+        log_path = airflow_home / "run_daily.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                if not raw.startswith(RESULT_PREFIX):
+                    log.write(raw)
+                    continue
+                line = json.loads(raw[len(RESULT_PREFIX):])
+                if "error" in line:
+                    failed = line
+                    continue
+                msgs = line["counts"]["messages"]
+                cells = [f"{msgs.get(f'{p}:sms', 0)}/{msgs.get(f'{p}:email', 0)}"
+                         for p in PHASES_IN_ORDER]
+                table.add_row(line["date"], *cells, str(sum(line["counts"]["skipped"].values())),
+                              line["state"], f"{line['seconds']:.1f}")
+                progress.update(bar, advance=1, description=line["date"])
+                if line["state"] != "success":
+                    failed = line
+            rc = proc.wait()
     console.print(table)
     if rc != 0 or failed:
-        log_dir = env["AIRFLOW_HOME"] + "/logs"
-        console.print(f"[red]the DAG failed[/]: {failed}; task logs under {log_dir}")
+        console.print(f"[red]the DAG failed[/]: {failed}; Airflow's log: {log_path}")
         return 1
     _print_totals(console, url, first, end)
     console.print(f"done in {time.monotonic() - t0:.0f} s")

@@ -40,7 +40,7 @@ def day_counts(url: str, plan_date: date) -> dict[str, Any]:
 def day_summary(url: str, plan_date: date, planned: dict, sent: list[dict]) -> dict[str, Any]:
     """Log and record the day's outcome (no personal data: counts only)."""
     counts = day_counts(url, plan_date)
-    counts["dispatch"] = sent
+    counts["dispatch"] = list(sent)  # a lazy XCom sequence in Airflow: materialise it
     log.info("lifecycle day %s: %s", plan_date, json.dumps(counts, sort_keys=True))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
