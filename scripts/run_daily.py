@@ -17,9 +17,8 @@ import os
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-
 
 RESULT_PREFIX = "@@lifecycle-day "
 
@@ -34,7 +33,9 @@ def _migrate_metadata() -> None:
         return
     subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     marker.touch()
 
@@ -50,7 +51,8 @@ def main() -> int:
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     _migrate_metadata()
     # Task logs would drown the progress output; they stay in AIRFLOW_HOME/logs.
-    logging.disable(logging.INFO)  # warnings and errors still reach the log
+    if not os.environ.get("LIFECYCLE_VERBOSE"):
+        logging.disable(logging.INFO)  # warnings and errors still reach the log
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -68,7 +70,7 @@ def main() -> int:
     failed = False
     for i in range(args.days):
         day = args.start + timedelta(days=i)
-        logical = datetime(day.year, day.month, day.day, 5, tzinfo=timezone.utc)
+        logical = datetime(day.year, day.month, day.day, 5, tzinfo=UTC)
         t0 = time.monotonic()
         run = dag.test(logical_date=logical, run_after=logical, run_conf={"clock": args.clock})
         state = str(getattr(run, "state", "unknown"))

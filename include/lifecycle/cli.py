@@ -119,11 +119,21 @@ def load(directory: Path) -> None:
 @click.option("--start", type=DATE, default="2025-01-01", show_default=True)
 @click.option("--end", type=DATE, default="2026-06-30", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the CSV files here")
-@click.option("--load/--no-load", "load_", default=False,
-              help="Load straight into the warehouse (COPY fast path)")
-def generate(customers: int, start: date, end: date, seed: int, out: Path | None, load_: bool) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the CSV files here",
+)
+@click.option(
+    "--load/--no-load",
+    "load_",
+    default=False,
+    help="Load straight into the warehouse (COPY fast path)",
+)
+def generate(
+    customers: int, start: date, end: date, seed: int, out: Path | None, load_: bool
+) -> None:
     """Generate a synthetic fitness club (deterministic by seed)."""
     from lifecycle.generator import generate as gen
 
@@ -164,16 +174,22 @@ def rules_validate(file: Path | None) -> None:
 
 @main.command()
 @click.option("--date", "day", type=DATE, required=True)
-@click.option("--clock", type=click.Choice(["wall", "logical"]), default="wall", show_default=True,
-              help="wall: send what is due now; logical: replay the day (every row of it is due)")
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "logical"]),
+    default="wall",
+    show_default=True,
+    help="wall: send what is due now; logical: replay the day (every row of it is due)",
+)
 @click.option("--no-build", is_flag=True, help="Plan on the customer_facts already built for DATE")
 def run(day: date, clock: str, no_build: bool) -> None:
     """Run one day: validate rules, dbt build as of DATE, plan, dispatch."""
     from lifecycle.pipeline import run_day
 
     result = run_day(_url(), day, clock=clock, build=not no_build)
-    click.echo(json.dumps({"plan": result.plan.as_dict(), "dispatch": result.dispatch.as_dict()},
-                          indent=2))
+    click.echo(
+        json.dumps({"plan": result.plan.as_dict(), "dispatch": result.dispatch.as_dict()}, indent=2)
+    )
 
 
 @main.command()
@@ -195,10 +211,20 @@ def outbox(day: date, as_json: bool) -> None:
 @main.command()
 @click.option("--customers", type=int, default=10_000, show_default=True)
 @click.option("--days", type=int, default=30, show_default=True)
-@click.option("--start", type=DATE, default="2025-01-01", show_default=True,
-              help="First day of the generated history")
-@click.option("--end", type=DATE, default="2026-06-30", show_default=True,
-              help="Last day of the generated history; the demo runs the DAYS days ending here")
+@click.option(
+    "--start",
+    type=DATE,
+    default="2025-01-01",
+    show_default=True,
+    help="First day of the generated history",
+)
+@click.option(
+    "--end",
+    type=DATE,
+    default="2026-06-30",
+    show_default=True,
+    help="Last day of the generated history; the demo runs the DAYS days ending here",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 def demo(customers: int, days: int, start: date, end: date, seed: int) -> None:
     """Generate a club, then run lifecycle_daily through Airflow for DAYS consecutive days."""

@@ -55,9 +55,13 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     # A fresh Airflow metadata DB: the demo's runs must not meet an earlier demo's runs.
     airflow_home = settings.state_dir / "demo" / "airflow"
     shutil.rmtree(airflow_home, ignore_errors=True)
-    env = {**os.environ, **airflow_env(url, settings), "LIFECYCLE_WAREHOUSE_URL": url,
-           "AIRFLOW_HOME": str(airflow_home),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}"}
+    env = {
+        **os.environ,
+        **airflow_env(url, settings),
+        "LIFECYCLE_WAREHOUSE_URL": url,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+    }
     script = settings.project_dir / "scripts" / "run_daily.py"
     cmd = [sys.executable, str(script), first.isoformat(), str(days), "--clock", "logical"]
     console.print(f"[bold]airflow[/] lifecycle_daily, {days} days from {first} (logical clock)")
@@ -71,28 +75,41 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     table.add_column("s", justify="right")
 
     failed = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         bar = progress.add_task("days", total=days)
         airflow_home.mkdir(parents=True, exist_ok=True)
         log_path = airflow_home / "run_daily.log"
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
             assert proc.stdout is not None
             for raw in proc.stdout:
                 if not raw.startswith(RESULT_PREFIX):
                     log.write(raw)
                     continue
-                line = json.loads(raw[len(RESULT_PREFIX):])
+                line = json.loads(raw[len(RESULT_PREFIX) :])
                 if "error" in line:
                     failed = line
                     continue
                 msgs = line["counts"]["messages"]
-                cells = [f"{msgs.get(f'{p}:sms', 0)}/{msgs.get(f'{p}:email', 0)}"
-                         for p in PHASES_IN_ORDER]
-                table.add_row(line["date"], *cells, str(sum(line["counts"]["skipped"].values())),
-                              line["state"], f"{line['seconds']:.1f}")
+                cells = [
+                    f"{msgs.get(f'{p}:sms', 0)}/{msgs.get(f'{p}:email', 0)}"
+                    for p in PHASES_IN_ORDER
+                ]
+                table.add_row(
+                    line["date"],
+                    *cells,
+                    str(sum(line["counts"]["skipped"].values())),
+                    line["state"],
+                    f"{line['seconds']:.1f}",
+                )
                 progress.update(bar, advance=1, description=line["date"])
                 if line["state"] != "success":
                     failed = line

@@ -110,8 +110,15 @@ def record(conn: psycopg.Connection, messages, results, sent_at: datetime) -> Co
     params = []
     for m, r in zip(messages, results, strict=True):
         counts[r.outcome.value] += 1
-        params.append((_STATUS[r.outcome], r.provider_id, r.error,
-                       sent_at if r.outcome is SendOutcome.SENT else None, m.outbox_id))
+        params.append(
+            (
+                _STATUS[r.outcome],
+                r.provider_id,
+                r.error,
+                sent_at if r.outcome is SendOutcome.SENT else None,
+                m.outbox_id,
+            )
+        )
     with conn.cursor() as cur:
         cur.executemany(
             "update ops.outbox set status = %s, provider_id = coalesce(%s, provider_id), "
@@ -146,8 +153,14 @@ def dispatch(
         conn.commit()
         batches = 0
         while max_batches is None or batches < max_batches:
-            messages = claim(conn, now=now, lease=lease, limit=settings.dispatch_batch_size,
-                             channel=channel, plan_date=plan_date)
+            messages = claim(
+                conn,
+                now=now,
+                lease=lease,
+                limit=settings.dispatch_batch_size,
+                channel=channel,
+                plan_date=plan_date,
+            )
             if not messages:
                 break
             batches += 1

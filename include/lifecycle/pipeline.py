@@ -53,12 +53,18 @@ def send_due(
     try:
         with _run(url, plan_date, f"dispatch:{channel or 'all'}") as run:
             if clock == "logical":
-                report = dispatch_mod.dispatch(url, transport, now=logical_now(plan_date),
-                                               channel=channel, plan_date=plan_date,
-                                               settings=settings)
+                report = dispatch_mod.dispatch(
+                    url,
+                    transport,
+                    now=logical_now(plan_date),
+                    channel=channel,
+                    plan_date=plan_date,
+                    settings=settings,
+                )
             else:
-                report = dispatch_mod.dispatch(url, transport, now=datetime.now(UTC),
-                                               channel=channel, settings=settings)
+                report = dispatch_mod.dispatch(
+                    url, transport, now=datetime.now(UTC), channel=channel, settings=settings
+                )
             run.summary = report.as_dict()
     finally:
         transport.close()
@@ -71,8 +77,14 @@ class DayResult:
     dispatch: dispatch_mod.DispatchReport
 
 
-def run_day(url: str, plan_date: date, *, clock: Clock = "wall", settings: Settings | None = None,
-            build: bool = True) -> DayResult:
+def run_day(
+    url: str,
+    plan_date: date,
+    *,
+    clock: Clock = "wall",
+    settings: Settings | None = None,
+    build: bool = True,
+) -> DayResult:
     """Validate rules, build dbt as of the date, plan, dispatch: what the daily DAG does."""
     from lifecycle import dbt
 
@@ -138,13 +150,30 @@ def outbox_rows(url: str, plan_date: date) -> list[dict[str, Any]]:
         ).fetchall()
     out: list[dict[str, Any]] = []
     for oid, cid, phase, step, ch, variant, status, send_at, pid, sent_at, err in messages:
-        out.append({
-            "outbox_id": oid, "customer_id": cid, "phase": phase, "step": step, "channel": ch,
-            "variant": variant, "status": status, "send_at": send_at.isoformat(),
-            "provider_id": pid, "sent_at": sent_at.isoformat() if sent_at else None,
-            "error": err,
-        })
+        out.append(
+            {
+                "outbox_id": oid,
+                "customer_id": cid,
+                "phase": phase,
+                "step": step,
+                "channel": ch,
+                "variant": variant,
+                "status": status,
+                "send_at": send_at.isoformat(),
+                "provider_id": pid,
+                "sent_at": sent_at.isoformat() if sent_at else None,
+                "error": err,
+            }
+        )
     for cid, phase, step, reason in skips:
-        out.append({"customer_id": cid, "phase": phase, "step": step, "channel": None,
-                    "status": "skipped", "reason": reason})
+        out.append(
+            {
+                "customer_id": cid,
+                "phase": phase,
+                "step": step,
+                "channel": None,
+                "status": "skipped",
+                "reason": reason,
+            }
+        )
     return out

@@ -122,7 +122,9 @@ def _tz(name: str | None, default: str) -> ZoneInfo:
         return ZoneInfo(default)
 
 
-def send_times(plan_date: date, tz: ZoneInfo, rules: Rules, deadline_hours: int) -> tuple[datetime, datetime, datetime]:
+def send_times(
+    plan_date: date, tz: ZoneInfo, rules: Rules, deadline_hours: int
+) -> tuple[datetime, datetime, datetime]:
     """(send_at, window_end_at, deadline_at) for a message planned on ``plan_date``."""
     window = rules.policy.send_window
     start = datetime.combine(plan_date, window.start, tzinfo=tz)
@@ -186,7 +188,9 @@ def arbitrate(
             skips.extend((c, CONTROL_GROUP) for c in cands)
             continue
         if customer_id in today:
-            skips.extend((c, ALREADY_PLANNED_TODAY) for c in cands if c.message_key != today[customer_id])
+            skips.extend(
+                (c, ALREADY_PLANNED_TODAY) for c in cands if c.message_key != today[customer_id]
+            )
             continue
         sent_days = days_by_customer.get(customer_id, [])
         capped = any(
@@ -211,7 +215,9 @@ def arbitrate(
     return chosen, skips
 
 
-def _message_row(c: Candidate, channel: str, plan_date: date, rules: Rules, settings: Settings) -> dict:
+def _message_row(
+    c: Candidate, channel: str, plan_date: date, rules: Rules, settings: Settings
+) -> dict:
     context = {k: c.facts.get(k) for k in TEMPLATE_FIELDS}
     context["offer"] = c.step.offer.model_dump()
     tz = _tz(c.facts.get("timezone"), settings.club_timezone)
@@ -220,7 +226,11 @@ def _message_row(c: Candidate, channel: str, plan_date: date, rules: Rules, sett
         to, subject, body = c.facts["phone"], None, render(c.step.templates.sms, context)
     else:
         tmpl = c.step.templates.email
-        to, subject, body = c.facts["email"], render(tmpl.subject, context), render(tmpl.body, context)
+        to, subject, body = (
+            c.facts["email"],
+            render(tmpl.subject, context),
+            render(tmpl.body, context),
+        )
     return {
         "message_key": c.message_key,
         "plan_date": plan_date,
@@ -240,12 +250,26 @@ def _message_row(c: Candidate, channel: str, plan_date: date, rules: Rules, sett
 
 
 _MESSAGE_COLUMNS = (
-    "message_key", "plan_date", "customer_id", "phase", "step", "cycle_key", "channel", "variant",
-    "to_address", "subject", "body", "send_at", "window_end_at", "deadline_at",
+    "message_key",
+    "plan_date",
+    "customer_id",
+    "phase",
+    "step",
+    "cycle_key",
+    "channel",
+    "variant",
+    "to_address",
+    "subject",
+    "body",
+    "send_at",
+    "window_end_at",
+    "deadline_at",
 )
 
 
-def plan_day(url: str, rules: Rules, plan_date: date, settings: Settings | None = None) -> PlanReport:
+def plan_day(
+    url: str, rules: Rules, plan_date: date, settings: Settings | None = None
+) -> PlanReport:
     """Plan ``plan_date``: write its outbox and skip rows (idempotent). Returns the counts."""
     settings = settings or get_settings()
     report = PlanReport(plan_date)
@@ -283,9 +307,13 @@ def plan_day(url: str, rules: Rules, plan_date: date, settings: Settings | None 
                 cur.execute(
                     "create temp table _skips (like ops.skips including defaults) on commit drop"
                 )
-                with cur.copy("copy _skips (plan_date, customer_id, phase, step, reason) from stdin") as copy:
+                with cur.copy(
+                    "copy _skips (plan_date, customer_id, phase, step, reason) from stdin"
+                ) as copy:
                     for c, reason in skips:
-                        copy.write_row((plan_date, c.customer_id, c.phase.name, c.step.number, reason))
+                        copy.write_row(
+                            (plan_date, c.customer_id, c.phase.name, c.step.number, reason)
+                        )
                 cur.execute(
                     "insert into ops.skips (plan_date, customer_id, phase, step, reason) "
                     "select plan_date, customer_id, phase, step, reason from _skips "

@@ -54,7 +54,9 @@ class RulesInvalid(Exception):
 def _suggest(found: str, valid: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(found), list(valid), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    shown = ", ".join(sorted(valid)) if len(valid) <= 12 else ", ".join(sorted(valid)[:12]) + ", ..."
+    shown = (
+        ", ".join(sorted(valid)) if len(valid) <= 12 else ", ".join(sorted(valid)[:12]) + ", ..."
+    )
     return f"valid: {shown}{hint}"
 
 
@@ -218,8 +220,13 @@ def _type_ok(ftype: str, value: Any) -> bool:
 def compile_condition(cond: Any, path: str, errors: list[tuple[str, str]]) -> Compiled | None:
     """Compile one condition; append (path, message) for each problem."""
     if not isinstance(cond, dict) or not cond:
-        errors.append((path, f"expected a condition mapping ({{field: ..., <op>: ...}}, all, any "
-                             f"or not), found {cond!r}"))
+        errors.append(
+            (
+                path,
+                f"expected a condition mapping ({{field: ..., <op>: ...}}, all, any "
+                f"or not), found {cond!r}",
+            )
+        )
         return None
     if "all" in cond or "any" in cond:
         key = "all" if "all" in cond else "any"
@@ -241,25 +248,40 @@ def compile_condition(cond: Any, path: str, errors: list[tuple[str, str]]) -> Co
         )
     if "not" in cond:
         if set(cond) != {"not"}:
-            errors.append((path, f"'not' stands alone; unexpected keys {sorted(set(cond) - {'not'})}"))
+            errors.append(
+                (path, f"'not' stands alone; unexpected keys {sorted(set(cond) - {'not'})}")
+            )
             return None
         inner = compile_condition(cond["not"], f"{path}.not", errors)
         if inner is None:
             return None
         return Compiled(sql.SQL("not coalesce(") + inner.sql + sql.SQL(", false)"), inner.params)
     if "field" not in cond:
-        errors.append((path, f"unknown condition keys {sorted(cond)}; "
-                             "valid: field (with one operator), all, any, not"))
+        errors.append(
+            (
+                path,
+                f"unknown condition keys {sorted(cond)}; "
+                "valid: field (with one operator), all, any, not",
+            )
+        )
         return None
     name = cond["field"]
     if name not in FACT_COLUMNS:
-        errors.append((f"{path}.field", f"unknown column '{name}'; {_suggest(name, list(FACT_COLUMNS))}"))
+        errors.append(
+            (f"{path}.field", f"unknown column '{name}'; {_suggest(name, list(FACT_COLUMNS))}")
+        )
         return None
     ops = [k for k in cond if k != "field"]
     if len(ops) != 1 or ops[0] not in _OPS:
         bad = [o for o in ops if o not in _OPS]
-        what = f"unknown operator '{bad[0]}'; {_suggest(bad[0], _OPS)}" if bad else (
-            f"exactly one operator per condition, found {ops or 'none'}; valid: {', '.join(_OPS)}")
+        what = (
+            f"unknown operator '{bad[0]}'; {_suggest(bad[0], _OPS)}"
+            if bad
+            else (
+                f"exactly one operator per condition, found {ops or 'none'}; "
+                f"valid: {', '.join(_OPS)}"
+            )
+        )
         errors.append((path, what))
         return None
     op = ops[0]
@@ -273,8 +295,12 @@ def compile_condition(cond: Any, path: str, errors: list[tuple[str, str]]) -> Co
             return None
         return Compiled(sql.SQL("{} is null" if value else "{} is not null").format(ident))
     if op == "between":
-        if not (isinstance(value, list) and len(value) == 2 and all(_type_ok(ftype, v) for v in value)):
-            errors.append((where, f"expected [low, high] of {ftype} values for '{name}', found {value!r}"))
+        if not (
+            isinstance(value, list) and len(value) == 2 and all(_type_ok(ftype, v) for v in value)
+        ):
+            errors.append(
+                (where, f"expected [low, high] of {ftype} values for '{name}', found {value!r}")
+            )
             return None
         if value[0] > value[1]:
             errors.append((where, f"impossible window {value!r}: low is greater than high"))
@@ -282,7 +308,12 @@ def compile_condition(cond: Any, path: str, errors: list[tuple[str, str]]) -> Co
         return Compiled(sql.SQL("{} between %s and %s").format(ident), list(value))
     if op in ("in", "not_in"):
         if not (isinstance(value, list) and value and all(_type_ok(ftype, v) for v in value)):
-            errors.append((where, f"expected a non-empty list of {ftype} values for '{name}', found {value!r}"))
+            errors.append(
+                (
+                    where,
+                    f"expected a non-empty list of {ftype} values for '{name}', found {value!r}",
+                )
+            )
             return None
         tmpl = "{} = any(%s)" if op == "in" else "not coalesce({} = any(%s), false)"
         return Compiled(sql.SQL(tmpl).format(ident), [list(value)])
@@ -297,7 +328,9 @@ def compile_condition(cond: Any, path: str, errors: list[tuple[str, str]]) -> Co
 
 # --------------------------------------------------------------------------- templates
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+_ENV = SandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+)
 TEMPLATE_VARIABLES = frozenset(TEMPLATE_FIELDS | {"offer"})
 
 
@@ -308,8 +341,13 @@ def _check_template(source: str, path: str, errors: list[tuple[str, str]]) -> No
         errors.append((path, f"template syntax error on its line {exc.lineno}: {exc.message}"))
         return
     for name in sorted(meta.find_undeclared_variables(parsed) - TEMPLATE_VARIABLES):
-        errors.append((path, f"template variable '{name}' does not exist; "
-                             f"{_suggest(name, sorted(TEMPLATE_VARIABLES))}"))
+        errors.append(
+            (
+                path,
+                f"template variable '{name}' does not exist; "
+                f"{_suggest(name, sorted(TEMPLATE_VARIABLES))}",
+            )
+        )
 
 
 def render(source: str, context: dict[str, Any]) -> str:
@@ -373,7 +411,9 @@ def load_rules(path: Path | str) -> Rules:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RulesInvalid([RuleError(name, None, None, "", f"cannot read the file: {exc.strerror}")]) from None
+        raise RulesInvalid(
+            [RuleError(name, None, None, "", f"cannot read the file: {exc.strerror}")]
+        ) from None
     return parse_rules(text, name)
 
 
@@ -381,12 +421,23 @@ def parse_rules(text: str, name: str = "<rules>") -> Rules:
     try:
         data, marks = _compose_with_marks(text)
     except _DuplicateKey as dup:
-        raise RulesInvalid([RuleError(name, dup.line, dup.col, _path_str(dup.path + (dup.key,)),
-                                      f"key '{dup.key}' appears twice")]) from None
+        raise RulesInvalid(
+            [
+                RuleError(
+                    name,
+                    dup.line,
+                    dup.col,
+                    _path_str(dup.path + (dup.key,)),
+                    f"key '{dup.key}' appears twice",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise RulesInvalid([RuleError(name, line, col, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        raise RulesInvalid(
+            [RuleError(name, line, col, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from None
 
     errors: list[RuleError] = []
 
@@ -403,15 +454,25 @@ def parse_rules(text: str, name: str = "<rules>") -> Rules:
         for e in exc.errors():
             parts = tuple(e["loc"])
             # pydantic puts the union/literal branch in loc for some types; keep data keys only.
-            parts = tuple(p for p in parts if not (isinstance(p, str) and p.startswith("function-")))
+            parts = tuple(
+                p for p in parts if not (isinstance(p, str) and p.startswith("function-"))
+            )
             msg = e["msg"]
             if e["type"] == "extra_forbidden":
                 parent = _model_fields_at(parts[:-1])
-                msg = f"unknown field '{parts[-1]}'; {_suggest(str(parts[-1]), parent)}" if parent else msg
+                msg = (
+                    f"unknown field '{parts[-1]}'; {_suggest(str(parts[-1]), parent)}"
+                    if parent
+                    else msg
+                )
             elif e["type"] == "literal_error":
                 msg = f"found {e.get('input')!r}; {msg.replace('Input should be', 'expected')}"
             else:
-                msg = f"{msg} (found {e.get('input')!r})" if "input" in e and not isinstance(e["input"], dict | list) else msg
+                msg = (
+                    f"{msg} (found {e.get('input')!r})"
+                    if "input" in e and not isinstance(e["input"], dict | list)
+                    else msg
+                )
             err(parts, msg)
         raise RulesInvalid(errors) from None
 
@@ -421,11 +482,17 @@ def parse_rules(text: str, name: str = "<rules>") -> Rules:
     for i, phase in enumerate(model.phases):
         base = ("phases", i)
         if phase.name in seen:
-            err(base + ("name",), f"phase '{phase.name}' is defined twice (also phases[{seen[phase.name]}])")
+            err(
+                base + ("name",),
+                f"phase '{phase.name}' is defined twice (also phases[{seen[phase.name]}])",
+            )
         seen.setdefault(phase.name, i)
         if phase.enabled and phase.priority in priorities:
-            err(base + ("priority",), f"priority {phase.priority} is also used by '{priorities[phase.priority]}'; "
-                                      "each enabled phase needs its own")
+            err(
+                base + ("priority",),
+                f"priority {phase.priority} is also used by '{priorities[phase.priority]}'; "
+                "each enabled phase needs its own",
+            )
         priorities.setdefault(phase.priority, phase.name)
         if len(set(phase.channels)) != len(phase.channels):
             err(base + ("channels",), f"a channel is listed twice: {phase.channels}")
@@ -447,12 +514,21 @@ def parse_rules(text: str, name: str = "<rules>") -> Rules:
             for ch in phase.channels:
                 tmpl = getattr(step.templates, ch)
                 if tmpl is None:
-                    err(sbase + ("templates",), f"channel '{ch}' is listed in channels but has no template")
+                    err(
+                        sbase + ("templates",),
+                        f"channel '{ch}' is listed in channels but has no template",
+                    )
                 elif ch == "sms":
                     _check_template(tmpl, _path_str(sbase + ("templates", "sms")), cond_errors)
                 else:
-                    _check_template(tmpl.subject, _path_str(sbase + ("templates", "email", "subject")), cond_errors)
-                    _check_template(tmpl.body, _path_str(sbase + ("templates", "email", "body")), cond_errors)
+                    _check_template(
+                        tmpl.subject,
+                        _path_str(sbase + ("templates", "email", "subject")),
+                        cond_errors,
+                    )
+                    _check_template(
+                        tmpl.body, _path_str(sbase + ("templates", "email", "body")), cond_errors
+                    )
             if step_cond is not None:
                 steps.append(CompiledStep(j + 1, step.offer, step.templates, step_cond))
         for p, message in cond_errors:
@@ -475,8 +551,16 @@ def _model_fields_at(parts: tuple) -> list[str]:
         if info is None:
             return []
         ann = info.annotation
-        inner = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (inner[0] if inner else None)
+        inner = [
+            a
+            for a in getattr(ann, "__args__", ())
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        model = (
+            ann
+            if isinstance(ann, type) and issubclass(ann, BaseModel)
+            else (inner[0] if inner else None)
+        )
         if model is None:
             return []
     return list(getattr(model, "model_fields", {}))

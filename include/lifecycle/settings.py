@@ -36,8 +36,12 @@ class Settings(BaseSettings):
     embedded_port: int = Field(
         default=0, description="TCP port of the embedded server; 0 = pick a free one once."
     )
-    club_timezone: str = Field(default="Europe/Kyiv", description="Time zone for customers without one")
-    rules_file: Path | None = Field(default=None, description="default <project>/include/rules/phases.yml")
+    club_timezone: str = Field(
+        default="Europe/Kyiv", description="Time zone for customers without one"
+    )
+    rules_file: Path | None = Field(
+        default=None, description="default <project>/include/rules/phases.yml"
+    )
     transport: Literal["sandbox", "standin", "live"] = "sandbox"
     send_deadline_hours: int = Field(
         default=24, description="A message not sent this long after its send_at expires"

@@ -14,11 +14,11 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import psycopg
@@ -122,8 +122,16 @@ class EmbeddedWarehouse:
             if run_as:
                 os.chown(self.pgdata, *_uid_gid(SYSTEM_USER))
             res = self._pg(
-                [str(_bin("initdb")), "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
-                 "--locale=C", "-U", USER]
+                [
+                    str(_bin("initdb")),
+                    "-D",
+                    str(self.pgdata),
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    USER,
+                ]
             )
             if res.returncode != 0:
                 raise WarehouseError(f"initdb failed: {res.stderr.strip()}")
@@ -144,8 +152,19 @@ class EmbeddedWarehouse:
                 "-c work_mem=64MB -c maintenance_work_mem=256MB -c max_wal_size=4GB"
             )
             res = self._pg(
-                [str(_bin("pg_ctl")), "-D", str(self.pgdata), "-l", str(self.logfile),
-                 "-o", opts, "-w", "-t", "60", "start"],
+                [
+                    str(_bin("pg_ctl")),
+                    "-D",
+                    str(self.pgdata),
+                    "-l",
+                    str(self.logfile),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
                 stdin=subprocess.DEVNULL,
             )
             if res.returncode != 0:
@@ -187,7 +206,9 @@ def _ensure_system_user() -> None:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "-s", "/bin/false", SYSTEM_USER], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "-s", "/bin/false", SYSTEM_USER], check=True, capture_output=True
+        )
 
 
 def _open_parents(path: Path) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
+
 from lifecycle.dbt import DbtError, build, run_dbt
 from lifecycle.settings import Settings
-from psycopg.rows import dict_row
 
 pytestmark = pytest.mark.slow
 

@@ -6,6 +6,7 @@ import json
 from datetime import date
 
 import pytest
+
 from lifecycle.dbt import _with_vars, dbt_env, dbt_executable
 from lifecycle.settings import Settings
 

@@ -16,8 +16,13 @@ from lifecycle.settings import Settings
 from lifecycle.transports.sandbox import SandboxTransport
 
 D = date(2026, 6, 15)
-SQL_TYPES = {"text": "text", "integer": "integer", "boolean": "boolean", "date": "date",
-             "numeric": "numeric(14,2)"}
+SQL_TYPES = {
+    "text": "text",
+    "integer": "integer",
+    "boolean": "boolean",
+    "date": "date",
+    "numeric": "numeric(14,2)",
+}
 SETTINGS = Settings()
 RULES = load_rules(SETTINGS.rules_path)
 CG = RULES.policy.control_group
@@ -36,15 +41,36 @@ def _customer_ids(n: int, *, control: bool) -> list[str]:
 def _facts(cid: str, **kw) -> dict:
     row = {k: None for k in FACT_COLUMNS}
     row.update(
-        customer_id=cid, club_id="main", first_name="Olena", email=f"{cid.lower()}@example.com",
-        phone="+380671234567", email_valid=True, phone_valid=True, sms_consent=True,
-        email_consent=True, sms_contactable=True, email_contactable=True, timezone="Europe/Kyiv",
-        as_of_date=D, membership_id=f"M{cid}", membership_status="active",
-        has_active_membership=True, has_renewal=False, visits_total=0, visits_since_purchase=0,
-        visits_last_7d=0, visits_last_30d=0, visits_last_90d=0, days_since_purchase=200,
-        days_until_end=165, purchased_on=D - timedelta(days=200), ends_on=D + timedelta(days=165),
-        addon_purchases_since_purchase=0, cross_sell_purchases_since_purchase=0,
-        addon_purchases_last_30d=0, cross_sell_purchases_last_90d=0,
+        customer_id=cid,
+        club_id="main",
+        first_name="Olena",
+        email=f"{cid.lower()}@example.com",
+        phone="+380671234567",
+        email_valid=True,
+        phone_valid=True,
+        sms_consent=True,
+        email_consent=True,
+        sms_contactable=True,
+        email_contactable=True,
+        timezone="Europe/Kyiv",
+        as_of_date=D,
+        membership_id=f"M{cid}",
+        membership_status="active",
+        has_active_membership=True,
+        has_renewal=False,
+        visits_total=0,
+        visits_since_purchase=0,
+        visits_last_7d=0,
+        visits_last_30d=0,
+        visits_last_90d=0,
+        days_since_purchase=200,
+        days_until_end=165,
+        purchased_on=D - timedelta(days=200),
+        ends_on=D + timedelta(days=165),
+        addon_purchases_since_purchase=0,
+        cross_sell_purchases_since_purchase=0,
+        addon_purchases_last_30d=0,
+        cross_sell_purchases_last_90d=0,
     )
     row.update(kw)
     return row
@@ -57,7 +83,9 @@ def _load_facts(url: str, rows: list[dict], as_of: date = D) -> None:
         conn.execute("drop table if exists analytics.customer_facts")
         conn.execute(f"create table analytics.customer_facts ({cols})")
         names = list(FACT_COLUMNS)
-        with conn.cursor().copy(f"copy analytics.customer_facts ({', '.join(names)}) from stdin") as cp:
+        with conn.cursor().copy(
+            f"copy analytics.customer_facts ({', '.join(names)}) from stdin"
+        ) as cp:
             for r in rows:
                 r = {**r, "as_of_date": as_of}
                 cp.write_row([r[k] for k in names])
@@ -75,11 +103,23 @@ def club(fresh_db):
         # retention, but no valid phone: email instead
         _facts(c, days_until_end=20, phone="12345", phone_valid=False, sms_contactable=False),
         # activation, phone valid but no SMS consent and no email at all: no_consent
-        _facts(d, days_since_purchase=22, sms_consent=False, sms_contactable=False, email=None,
-               email_valid=False, email_contactable=False),
+        _facts(
+            d,
+            days_since_purchase=22,
+            sms_consent=False,
+            sms_contactable=False,
+            email=None,
+            email_valid=False,
+            email_contactable=False,
+        ),
         # return step 2 (lapsed 70 days)
-        _facts(e, has_active_membership=False, days_since_end=70, days_until_end=-70,
-               membership_status="active"),
+        _facts(
+            e,
+            has_active_membership=False,
+            days_since_end=70,
+            days_until_end=-70,
+            membership_status="active",
+        ),
         # not in any phase
         _facts(f),
         # control group: eligible for activation, never messaged
@@ -101,8 +141,10 @@ def test_plan_arbitrates_and_explains_every_skip(club):
     report = plan_day(url, RULES, D, SETTINGS)
     rows = _by_customer(url)
     msg = {cid: [r for r in rs if r["status"] != "skipped"] for cid, rs in rows.items()}
-    skip = {cid: {(r["phase"], r["reason"]) for r in rs if r["status"] == "skipped"}
-            for cid, rs in rows.items()}
+    skip = {
+        cid: {(r["phase"], r["reason"]) for r in rs if r["status"] == "skipped"}
+        for cid, rs in rows.items()
+    }
     assert [(m["phase"], m["channel"]) for m in msg[ids["a"]]] == [("activation", "sms")]
     assert skip[ids["a"]] == {("retention", "lower_priority")}
     assert [(m["phase"], m["channel"]) for m in msg[ids["b"]]] == [("retention", "sms")]
@@ -129,7 +171,9 @@ def test_dispatch_sends_each_message_once_even_when_run_twice(club):
     url, _ = club
     plan_day(url, RULES, D, SETTINGS)
     first = dispatch(url, SandboxTransport(url), now=logical_now(D), plan_date=D, settings=SETTINGS)
-    second = dispatch(url, SandboxTransport(url), now=logical_now(D), plan_date=D, settings=SETTINGS)
+    second = dispatch(
+        url, SandboxTransport(url), now=logical_now(D), plan_date=D, settings=SETTINGS
+    )
     assert first.outcomes == {"sent": 4} and second.claimed == 0
     with psycopg.connect(url) as conn:
         recorded = conn.execute(
@@ -154,7 +198,11 @@ def test_a_step_already_sent_for_this_membership_is_not_sent_again(club):
         ("retention", "skipped", "already_sent")
     ]
     # A renewal (a new membership cycle) may be reminded again.
-    _load_facts(url, [_facts(ids["b"], days_until_end=19, membership_id="M-new")], as_of=nxt + timedelta(days=1))
+    _load_facts(
+        url,
+        [_facts(ids["b"], days_until_end=19, membership_id="M-new")],
+        as_of=nxt + timedelta(days=1),
+    )
     plan_day(url, RULES, nxt + timedelta(days=1), SETTINGS)
     assert [r["status"] for r in outbox_rows(url, nxt + timedelta(days=1))] == ["planned"]
 
@@ -162,16 +210,21 @@ def test_a_step_already_sent_for_this_membership_is_not_sent_again(club):
 def test_frequency_cap_holds_across_days(club):
     url, ids = club
     cid = ids["b"]
-    for i, phase_kw in enumerate([
-        dict(days_until_end=20),  # retention
-        dict(days_until_end=100, days_since_purchase=25, membership_id="M2"),  # activation
-        dict(days_until_end=100, days_since_purchase=65, visits_last_30d=5, membership_id="M3"),
-    ]):
+    for i, phase_kw in enumerate(
+        [
+            dict(days_until_end=20),  # retention
+            dict(days_until_end=100, days_since_purchase=25, membership_id="M2"),  # activation
+            dict(days_until_end=100, days_since_purchase=65, visits_last_30d=5, membership_id="M3"),
+        ]
+    ):
         day = D + timedelta(days=i)
         _load_facts(url, [_facts(cid, **phase_kw)], as_of=day)
         plan_day(url, RULES, day, SETTINGS)
-    statuses = [r["status"] if r["status"] != "skipped" else r["reason"]
-                for i in range(3) for r in outbox_rows(url, D + timedelta(days=i))]
+    statuses = [
+        r["status"] if r["status"] != "skipped" else r["reason"]
+        for i in range(3)
+        for r in outbox_rows(url, D + timedelta(days=i))
+    ]
     assert statuses == ["planned", "planned", "capped"]  # 2 per 7 days
 
 

@@ -1,0 +1,28 @@
+"""The interfaces between the parts agree: dbt's contract vs the rule engine, the README vs the
+data contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lifecycle.contract import contract_markdown
+from lifecycle.facts import FACT_COLUMNS
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def test_rule_engine_columns_are_the_enforced_dbt_contract():
+    doc = yaml.safe_load((PROJECT / "dbt_project/models/marts/_marts__models.yml").read_text())
+    (model,) = [m for m in doc["models"] if m["name"] == "customer_facts"]
+    assert model["config"]["contract"]["enforced"] is True
+    dbt_types = {c["name"]: c["data_type"].split("(")[0] for c in model["columns"]}
+    assert dbt_types == dict(FACT_COLUMNS)
+
+
+def test_readme_shows_the_data_contract_as_defined():
+    readme = (PROJECT / "README.md").read_text()
+    start, end = "<!-- contract:start -->", "<!-- contract:end -->"
+    shown = readme[readme.index(start) + len(start) : readme.index(end)].strip()
+    assert shown == contract_markdown().strip(), "README's contract table is stale: regenerate it"
