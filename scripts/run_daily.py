@@ -11,6 +11,7 @@ Usage: python scripts/run_daily.py START_DATE DAYS [--clock wall|logical]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -63,6 +64,8 @@ def main() -> int:
         _emit({"error": "dag import errors", "detail": bag.import_errors})
         return 1
     dag = bag.dags[args.dag_id]
+    gc.collect()
+    gc.freeze()  # the parsed DagBag and imports live for the whole run: keep them out of gc
     # Fail fast here: dag.test() would wait out each retry delay (minutes) in-process.
     for task in dag.tasks:
         task.retries = 0
@@ -77,6 +80,11 @@ def main() -> int:
         line = {"date": day.isoformat(), "state": state, "seconds": round(time.monotonic() - t0, 2)}
         line["counts"] = day_counts(url, day)
         _emit(line)
+        # Cosmos runs gc.collect() after every dbt invocation; in one long process the heap
+        # (and so each collection) grows day by day. Freezing what survived a day keeps later
+        # collections small: measured 13 s -> 25 s per day over 30 days without it.
+        gc.collect()
+        gc.freeze()
         if state != "success":
             failed = True
             break

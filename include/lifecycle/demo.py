@@ -38,7 +38,8 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     from lifecycle.generator import generate
     from lifecycle.loader import load_dir
 
-    console = Console()
+    # A log file or CI has no terminal width: keep the per-day table readable anyway.
+    console = Console(width=max(Console().width, 110))
     settings = get_settings()
     t0 = time.monotonic()
     url = _fresh_database(resolve_url(settings))
@@ -67,7 +68,7 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     console.print(f"[bold]airflow[/] lifecycle_daily, {days} days from {first} (logical clock)")
 
     table = Table(title="lifecycle_daily: messages per day (phase sms/email) and skips")
-    table.add_column("date")
+    table.add_column("date", no_wrap=True)
     for phase in PHASES_IN_ORDER:
         table.add_column(phase, justify="right")
     table.add_column("skipped", justify="right")
