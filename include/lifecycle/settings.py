@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: int = Field(
         default=300, description="A claimed row whose worker vanished becomes 'unknown' after this"
     )
+    # Providers (transport standin/live). Secrets only from the environment or, in DAGs,
+    # Airflow connections; never in files.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_from: str | None = Field(default=None, description="From number if no service SID")
+    twilio_status_callback_url: str | None = None
+    sendgrid_api_key: str | None = None
+    sendgrid_from: str | None = None
+    standin_url: str = Field(
+        default="http://127.0.0.1:8765", description="Base URL of the stand-in provider server"
+    )
+    provider_timeout_s: float = 10.0
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
 

@@ -1,0 +1,243 @@
+"""A local stand-in for Twilio's Messages API and SendGrid's v3 mail send, for tests and benchmarks.
+
+The real ``twilio`` and ``sendgrid`` SDKs talk HTTP to it (pointed at it by base URL). It speaks
+enough of both APIs for the SDKs to work, injects the faults a real provider shows (latency,
+429/500/503, slow replies past the client's timeout, connections dropped before the request is
+read, and "accepted, then the connection cut before the reply"), and logs every message it
+accepted, so a test counts what a customer would actually have received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TWILIO_PATH = "/2010-04-01/Accounts/{account}/Messages.json"
+SENDGRID_PATH = "/v3/mail/send"
+
+
+@dataclass
+class Faults:
+    """Per-request fault probabilities (0..1) and delays; chosen by a seeded RNG."""
+
+    latency_ms: float = 0.0
+    error_429: float = 0.0  # refused, not processed (Retry-After sent)
+    error_500: float = 0.0  # refused before processing
+    error_503: float = 0.0  # refused before processing
+    error_500_after_accept: float = 0.0  # processed, then 500: ambiguous for the client
+    drop_before_accept: float = 0.0  # connection closed before the request is processed
+    cut_after_accept: float = 0.0  # processed, connection closed before the reply
+    slow_after_accept: float = 0.0  # processed, reply only after ``slow_ms``
+    slow_ms: float = 5_000.0
+    retry_after_s: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Accepted:
+    provider: str
+    message_id: str
+    to: str
+    body: str
+    outbox_id: str | None
+    at: float = field(default_factory=time.time)
+
+
+class StandinProvider:
+    """The server's state: its faults and the log of accepted messages."""
+
+    def __init__(self, faults: Faults | None = None):
+        self.faults = faults or Faults()
+        self._rng = random.Random(self.faults.seed)
+        self.accepted: list[Accepted] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def configure(self, **knobs: Any) -> None:
+        self.faults = Faults(**{**asdict(self.faults), **knobs})
+        self._rng = random.Random(self.faults.seed)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.accepted.clear()
+            self.requests = 0
+
+    def _draw(self) -> str | None:
+        f = self.faults
+        r = self._rng.random()
+        for name in ("error_429", "error_500", "error_503", "error_500_after_accept",
+                     "drop_before_accept", "cut_after_accept", "slow_after_accept"):
+            p = getattr(f, name)
+            if r < p:
+                return name
+            r -= p
+        return None
+
+    def _record(self, items: list[Accepted]) -> None:
+        with self._lock:
+            self.accepted.extend(items)
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _fault_or_none(self, request: web.Request) -> tuple[str | None, web.Response | None]:
+        with self._lock:
+            self.requests += 1
+            fault = self._draw()
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000)
+        if fault == "error_429":
+            return fault, _error(429, "Too Many Requests",
+                                 {"Retry-After": str(self.faults.retry_after_s)})
+        if fault in ("error_500", "error_503"):
+            return fault, _error(int(fault[-3:]), "Service unavailable")
+        if fault == "drop_before_accept":
+            _cut(request)
+            return fault, web.Response(status=500)
+        return fault, None
+
+    async def _after_accept(self, request: web.Request, fault: str | None,
+                            ok: web.Response) -> web.Response:
+        if fault == "error_500_after_accept":
+            return _error(500, "Internal error")
+        if fault == "cut_after_accept":
+            _cut(request)
+        elif fault == "slow_after_accept":
+            await asyncio.sleep(self.faults.slow_ms / 1000)
+        return ok
+
+    async def twilio_messages(self, request: web.Request) -> web.Response:
+        fault, refused = await self._fault_or_none(request)
+        if refused is not None:
+            return refused
+        form = await request.post()
+        to, body = form.get("To"), form.get("Body")
+        sender = form.get("From") or form.get("MessagingServiceSid")
+        if not to or not body or not sender:
+            return _json(400, {"code": 21604, "message": "To, Body and From or "
+                               "MessagingServiceSid are required", "status": 400})
+        if not str(to).startswith("+") or not str(to)[1:].isdigit():
+            return _json(400, {"code": 21211, "message": f"The 'To' number {to} is not a valid "
+                               "phone number.", "status": 400})
+        sid = "SM" + uuid.uuid4().hex
+        callback = str(form.get("StatusCallback") or "")
+        outbox_id = callback.rsplit("outbox_id=", 1)[1] if "outbox_id=" in callback else None
+        self._record([Accepted("twilio", sid, str(to), str(body), outbox_id)])
+        account = request.match_info["account"]
+        ok = _json(201, {
+            "sid": sid, "account_sid": account, "to": to, "from": form.get("From"),
+            "messaging_service_sid": form.get("MessagingServiceSid"), "body": body,
+            "status": "queued", "num_segments": "1", "direction": "outbound-api",
+            "date_created": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+            "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
+        })
+        return await self._after_accept(request, fault, ok)
+
+    async def sendgrid_send(self, request: web.Request) -> web.Response:
+        fault, refused = await self._fault_or_none(request)
+        if refused is not None:
+            return refused
+        try:
+            payload = await request.json()
+        except json.JSONDecodeError:
+            return _json(400, {"errors": [{"message": "Bad Request", "field": None}]})
+        personalizations = payload.get("personalizations") or []
+        if not 1 <= len(personalizations) <= 1000:
+            return _json(400, {"errors": [{"message": "between 1 and 1000 personalizations",
+                                           "field": "personalizations"}]})
+        batch_id = uuid.uuid4().hex[:22]
+        body = " ".join(c.get("value", "") for c in payload.get("content") or [])
+        items = []
+        for i, p in enumerate(personalizations):
+            custom = {**(payload.get("custom_args") or {}), **(p.get("custom_args") or {})}
+            for rcpt in p.get("to") or []:
+                items.append(Accepted("sendgrid", f"{batch_id}.{i}", rcpt.get("email", ""),
+                                      p.get("subject") or payload.get("subject") or body,
+                                      custom.get("outbox_id")))
+        self._record(items)
+        ok = web.Response(status=202, headers={"X-Message-Id": batch_id})
+        return await self._after_accept(request, fault, ok)
+
+    async def control(self, request: web.Request) -> web.Response:
+        if request.method == "POST" and request.path.endswith("/config"):
+            self.configure(**(await request.json()))
+            return _json(200, asdict(self.faults))
+        if request.method == "POST" and request.path.endswith("/reset"):
+            self.reset()
+            return _json(200, {"reset": True})
+        return _json(200, {"requests": self.requests,
+                           "accepted": [asdict(a) for a in self.accepted]})
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_post(TWILIO_PATH, self.twilio_messages)
+        app.router.add_post(SENDGRID_PATH, self.sendgrid_send)
+        app.router.add_route("*", "/_standin/{what}", self.control)
+        return app
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
+    return _json(status, {"code": 20000 + status, "message": message, "status": status,
+                          "errors": [{"message": message}]}, headers)
+
+
+def _cut(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+class StandinServer:
+    """Run a StandinProvider on 127.0.0.1 in a background thread (tests, benchmarks)."""
+
+    def __init__(self, provider: StandinProvider | None = None, port: int = 0):
+        self.provider = provider or StandinProvider()
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> StandinServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.provider.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def __enter__(self) -> StandinServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(port: int, faults: Faults | None = None) -> None:
+    """Serve in the foreground until interrupted (``lifecycle standin serve``)."""
+    web.run_app(StandinProvider(faults).app(), host="127.0.0.1", port=port, access_log=None)
