@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 
 from lifecycle.settings import Settings, get_settings
-from lifecycle.transports.base import OutboundMessage, SendOutcome, Transport
+from lifecycle.throttle import WarehouseTokenBucket
+from lifecycle.transports.base import OutboundMessage, SendOutcome, SendResult, Transport
 
 
 @dataclass
@@ -124,14 +125,51 @@ def record(conn: psycopg.Connection, messages, results, sent_at: datetime) -> Co
             "update ops.outbox set status = %s, provider_id = coalesce(%s, provider_id), "
             "last_error = %s, sent_at = %s, lease_until = null, updated_at = now(), "
             # A certain non-send goes back to planned, due again after an exponential backoff
-            # (30 s, 1 min, 2 min, ... at most 1 h); its deadline still bounds it.
+            # (30 s, 1 min, 2 min, ... at most 1 h, each x0.75-1.25 jitter so retries of one
+            # outage do not return together); its deadline still bounds it.
             "send_at = case when %s then %s + least(3600, 30 * 2 ^ (attempts - 1)) "
-            "* interval '1 second' else send_at end "
+            "* (0.75 + random() / 2) * interval '1 second' else send_at end "
             "where outbox_id = %s and status = 'claimed'",
             [p[:4] + (p[0] == "planned", sent_at, p[4]) for p in params],
         )
     conn.commit()
     return counts
+
+
+def message_cost(m: OutboundMessage) -> float:
+    """What a message takes from its provider's rate: SMS segments, one per email."""
+    if m.channel == "sms":
+        from lifecycle.sms import segments
+
+        return float(segments(m.body))
+    return 1.0
+
+
+def _send_paced(transport: Transport, messages: list[OutboundMessage],
+                throttles: dict[str, WarehouseTokenBucket]) -> list[SendResult]:
+    """Send one by one, each when its provider's shared bucket allows; a 429 slows everyone."""
+    results = []
+    for m in messages:
+        bucket = throttles.get(m.channel)
+        if bucket is not None:
+            bucket.acquire(message_cost(m))
+        (result,) = transport.send_batch([m])
+        if bucket is not None and result.retry_after:
+            bucket.penalize(result.retry_after)
+        results.append(result)
+    return results
+
+
+def throttles_for(url: str, settings: Settings) -> dict[str, WarehouseTokenBucket]:
+    """The shared buckets of the providers behind a real transport (none for the sandbox)."""
+    if settings.transport == "sandbox":
+        return {}
+    return {
+        "sms": WarehouseTokenBucket(url, f"{settings.transport}:twilio",
+                                    settings.twilio_segments_per_s),
+        "email": WarehouseTokenBucket(url, f"{settings.transport}:sendgrid",
+                                      settings.sendgrid_requests_per_s),
+    }
 
 
 def dispatch(
@@ -143,8 +181,12 @@ def dispatch(
     plan_date: date | None = None,
     settings: Settings | None = None,
     max_batches: int | None = None,
+    throttles: dict[str, WarehouseTokenBucket] | None = None,
 ) -> DispatchReport:
-    """Send every due row (of one channel, or all) until none is left."""
+    """Send every due row (of one channel, or all) until none is left.
+
+    With ``throttles`` (channel -> shared bucket) each message waits for its provider's rate.
+    """
     settings = settings or get_settings()
     report = DispatchReport()
     lease = timedelta(seconds=settings.dispatch_lease_seconds)
@@ -165,6 +207,9 @@ def dispatch(
                 break
             batches += 1
             report.claimed += len(messages)
-            results = transport.send_batch(messages)
+            if throttles:
+                results = _send_paced(transport, messages, throttles)
+            else:
+                results = transport.send_batch(messages)
             report.outcomes.update(record(conn, messages, results, now))
     return report

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8765", description="Base URL of the stand-in provider server"
     )
     provider_timeout_s: float = 10.0
+    twilio_segments_per_s: float = Field(
+        default=10.0, description="Shared SMS rate (segments/s) over all dispatchers"
+    )
+    sendgrid_requests_per_s: float = Field(
+        default=100.0, description="Shared email rate (messages/s) over all dispatchers"
+    )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
 

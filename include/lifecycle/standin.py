@@ -10,6 +10,7 @@ accepted, so a test counts what a customer would actually have received.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
 import threading
@@ -38,6 +39,7 @@ class Faults:
     slow_after_accept: float = 0.0  # processed, reply only after ``slow_ms``
     slow_ms: float = 5_000.0
     retry_after_s: int = 1
+    max_rps: float = 0.0  # the provider's own rate limit per second (0 = none): 429 beyond it
     seed: int = 0
 
 
@@ -59,6 +61,8 @@ class StandinProvider:
         self._rng = random.Random(self.faults.seed)
         self.accepted: list[Accepted] = []
         self.requests = 0
+        self.rate_limited = 0  # 429s this server gave because its max_rps was exceeded
+        self._recent: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
     def configure(self, **knobs: Any) -> None:
@@ -69,6 +73,8 @@ class StandinProvider:
         with self._lock:
             self.accepted.clear()
             self.requests = 0
+            self.rate_limited = 0
+            self._recent.clear()
 
     def _draw(self) -> str | None:
         f = self.faults
@@ -91,6 +97,15 @@ class StandinProvider:
         with self._lock:
             self.requests += 1
             fault = self._draw()
+            if self.faults.max_rps and fault is None:
+                now = time.monotonic()
+                while self._recent and now - self._recent[0] >= 1.0:
+                    self._recent.popleft()
+                if len(self._recent) >= self.faults.max_rps:
+                    self.rate_limited += 1
+                    fault = "error_429"
+                else:
+                    self._recent.append(now)
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
         if fault == "error_429":

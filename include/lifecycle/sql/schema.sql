@@ -138,3 +138,32 @@ create table if not exists ops.runs (
     summary     jsonb not null default '{}'::jsonb
 );
 create index if not exists runs_plan_date_idx on ops.runs (plan_date);
+
+-- Token buckets shared by all dispatchers (lifecycle.throttle): one row per provider.
+create table if not exists ops.rate_limits (
+    key        text primary key,
+    rate       double precision not null,
+    burst      double precision not null,
+    tokens     double precision not null,
+    updated_at timestamptz not null
+);
+
+-- Who must not be messaged on a channel, and why. Planning skips them (reason opted_out,
+-- hard_bounce, spam_complaint, or suppressed for manual); provider events add rows here.
+create table if not exists ops.suppressions (
+    customer_id text not null,
+    channel     text not null check (channel in ('sms', 'email')),
+    reason      text not null
+                check (reason in ('opted_out', 'hard_bounce', 'spam_complaint', 'manual')),
+    -- where it came from: 'twilio', 'sendgrid', 'manual:<who>', a file name...
+    source      text not null,
+    created_at  timestamptz not null default now(),
+    primary key (customer_id, channel)
+);
+
+-- Dates allowed to exceed the policy's volume guard (an intended big send), with why.
+create table if not exists ops.volume_overrides (
+    plan_date  date primary key,
+    reason     text not null check (reason <> ''),
+    created_at timestamptz not null default now()
+);

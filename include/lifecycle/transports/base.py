@@ -32,6 +32,7 @@ class SendResult:
     outcome: SendOutcome
     provider_id: str | None = None
     error: str | None = None
+    retry_after: float | None = None  # seconds the provider asked us to wait (429)
 
 
 class Transport(Protocol):

@@ -20,6 +20,15 @@ from lifecycle.transports.base import OutboundMessage, SendOutcome, SendResult
 MAX_PERSONALIZATIONS = 1000
 
 
+def _retry_after(exc: http_errors.HTTPError) -> float | None:
+    headers = getattr(exc, "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else (1.0 if exc.status_code == 429 else None)
+    except ValueError:
+        return 1.0
+
+
 class SendGridTransport:
     name = "sendgrid"
 
@@ -46,7 +55,8 @@ class SendGridTransport:
         try:
             response = self._client.send(self._payload(group))
         except (http_errors.TooManyRequestsError, http_errors.ServiceUnavailableError) as exc:
-            return SendResult(SendOutcome.RETRY, error=f"sendgrid {exc.status_code}")
+            return SendResult(SendOutcome.RETRY, error=f"sendgrid {exc.status_code}",
+                              retry_after=_retry_after(exc))
         except http_errors.HTTPError as exc:
             if 400 <= exc.status_code < 500:
                 return SendResult(SendOutcome.FAILED, error=f"sendgrid {exc.status_code}")

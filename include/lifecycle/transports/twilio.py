@@ -87,7 +87,8 @@ class TwilioTransport:
             msg = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:
             if exc.status in _RETRYABLE_STATUS:
-                return SendResult(SendOutcome.RETRY, error=f"twilio {exc.status}")
+                return SendResult(SendOutcome.RETRY, error=f"twilio {exc.status}",
+                                  retry_after=1.0 if exc.status == 429 else None)
             if 400 <= exc.status < 500:
                 return SendResult(SendOutcome.FAILED, error=f"twilio {exc.status} {exc.code}")
             return SendResult(SendOutcome.UNKNOWN, error=f"twilio {exc.status}")
