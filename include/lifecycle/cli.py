@@ -153,7 +153,8 @@ def rules() -> None:
 
 @rules.command("validate")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def rules_validate(file: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the errors as a JSON array")
+def rules_validate(file: Path | None, as_json: bool) -> None:
     """Check a rules file; every error with file:line:column and what would be valid."""
     from lifecycle.rules import RulesInvalid, load_rules
 
@@ -161,12 +162,151 @@ def rules_validate(file: Path | None) -> None:
     try:
         parsed = load_rules(path)
     except RulesInvalid as exc:
-        for err in exc.errors:
-            click.echo(str(err), err=True)
-        click.echo(f"{len(exc.errors)} error(s) in {path}", err=True)
+        if as_json:
+            click.echo(json.dumps([e.as_dict() for e in exc.errors], indent=1, ensure_ascii=False))
+        else:
+            for err in exc.errors:
+                click.echo(str(err), err=True)
+            click.echo(f"{len(exc.errors)} error(s) in {path}", err=True)
         sys.exit(1)
     steps = sum(len(p.steps) for p in parsed.phases)
-    click.echo(f"{path}: ok ({len(parsed.phases)} enabled phases, {steps} steps)")
+    if as_json:
+        click.echo("[]")
+    else:
+        click.echo(f"{path}: ok ({len(parsed.phases)} enabled phases, {steps} steps)")
+
+
+@rules.command("schema")
+def rules_schema() -> None:
+    """Print the JSON Schema of the rules file (for editors; kept in phases.schema.json)."""
+    from lifecycle.rules import rules_json_schema_text
+
+    click.echo(rules_json_schema_text(), nl=False)
+
+
+def _load_or_exit(path: Path):
+    from lifecycle.rules import RulesInvalid, load_rules
+
+    try:
+        return load_rules(path)
+    except RulesInvalid as exc:
+        for err in exc.errors:
+            click.echo(str(err), err=True)
+        click.echo(f"{len(exc.errors)} error(s) in {path}: fix them first", err=True)
+        sys.exit(1)
+
+
+def _planning_or_exit(fn, *args, **kwargs):
+    from lifecycle.planning import PlanningError
+
+    try:
+        return fn(*args, **kwargs)
+    except PlanningError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+@rules.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--date", "day", type=DATE, required=True, help="customer_facts must be built for it")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--samples", type=int, default=5, show_default=True, help="Customer ids shown")
+def rules_diff(old: Path, new: Path, day: date, as_json: bool, samples: int) -> None:
+    """How each phase step's audience changes from OLD to NEW rules on DATE (writes nothing)."""
+    from lifecycle.preview import diff
+
+    result = _planning_or_exit(
+        diff, _url(), _load_or_exit(old), _load_or_exit(new), day, samples=samples
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=1, ensure_ascii=False))
+        return
+    click.echo(f"{old} -> {new} on customer_facts as of {result.facts_as_of}")
+    click.echo(f"{'phase:step':<16}{'old':>8}{'new':>8}{'added':>8}{'removed':>9}")
+    for s in result.steps:
+        fmt = "-" if s.old is None else str(s.old)
+        fnew = "-" if s.new is None else str(s.new)
+        click.echo(
+            f"{s.phase + ':' + str(s.step):<16}{fmt:>8}{fnew:>8}{'+' + str(s.added):>8}"
+            f"{'-' + str(s.removed):>9}"
+        )
+        if s.added_sample:
+            click.echo(f"    added e.g.   {', '.join(s.added_sample)}")
+        if s.removed_sample:
+            click.echo(f"    removed e.g. {', '.join(s.removed_sample)}")
+    click.echo("messages after arbitration (old -> new):")
+    for phase in sorted(set(result.planned_old) | set(result.planned_new)):
+        click.echo(
+            f"  {phase:<14}{result.planned_old.get(phase, 0):>6} -> "
+            f"{result.planned_new.get(phase, 0)}"
+        )
+    if not result.changed:
+        click.echo("no audience changes")
+
+
+@main.command()
+@click.option("--date", "day", type=DATE, required=True, help="customer_facts must be built for it")
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A rules file to try (default: LIFECYCLE_RULES_FILE / include/rules/phases.yml)",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--samples", type=int, default=3, show_default=True, help="Per phase/channel/variant")
+def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> None:
+    """What planning DATE would do with these rules: counts, skips, samples. Writes nothing."""
+    from lifecycle.preview import preview as run_preview
+
+    path = rules_file or get_settings().rules_path
+    result = _planning_or_exit(run_preview, _url(), _load_or_exit(path), day, samples=samples)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=1, ensure_ascii=False))
+        return
+    click.echo(
+        f"Preview of {day} with {result.rules_file} ({result.rules_fingerprint}); "
+        f"customer_facts built as of {result.facts_as_of}, {result.facts_rows} customers. "
+        "Nothing is written or sent."
+    )
+    click.echo(f"{'phase':<13}{'prio':>5}{'eligible':>10}{'planned':>9}  channels / variants")
+    for p in result.phases:
+        chans = " ".join(f"{c}={n}" for c, n in p.by_channel.items()) or "-"
+        variants = " ".join(f"{v}={n}" for v, n in p.by_variant.items())
+        click.echo(
+            f"{p.name:<13}{p.priority:>5}{p.eligible:>10}{p.planned:>9}  {chans}  {variants}"
+        )
+        if p.already_planned:
+            click.echo(f"      in the outbox already: {p.already_planned}")
+        if p.skipped:
+            click.echo("      skipped: " + ", ".join(f"{r} {n}" for r, n in p.skipped.items()))
+    click.echo(f"total planned: {result.planned}; skipped: {sum(result.skipped.values())}")
+    click.echo("send window: " + result.send_window)
+    v = result.volume
+    history = (
+        f"median {v['median']:g} a day over {v['history_days']} earlier day(s)"
+        if v["median"] is not None
+        else "no earlier days"
+    )
+    limit = f", ratio limit {v['ratio_limit']:g}" if v["ratio_limit"] is not None else ""
+    click.echo(
+        f"volume guard: {'WOULD TRIP' if v['tripped'] else 'ok'} ({v['reason']}; "
+        f"max {v['max_messages']}, {history}{limit})"
+    )
+    for note in result.notes:
+        click.echo("note: " + note)
+    for p in result.phases:
+        for s in p.samples:
+            extra = (
+                f" [{s.sms['encoding']}, {s.sms['length']} chars, {s.sms['segments']} segment(s)]"
+                if s.sms
+                else ""
+            )
+            click.echo(f"\n--- {s.phase}:{s.step} {s.channel} variant {s.variant} to {s.to}{extra}")
+            if s.subject:
+                click.echo(f"Subject: {s.subject}")
+            click.echo(s.body)
 
 
 # --------------------------------------------------------------------------- the day
@@ -182,14 +322,39 @@ def rules_validate(file: Path | None) -> None:
     help="wall: send what is due now; logical: replay the day (every row of it is due)",
 )
 @click.option("--no-build", is_flag=True, help="Plan on the customer_facts already built for DATE")
-def run(day: date, clock: str, no_build: bool) -> None:
+@click.option(
+    "--allow-volume",
+    is_flag=True,
+    help="An intended big send: record a volume guard override for DATE first",
+)
+def run(day: date, clock: str, no_build: bool, allow_volume: bool) -> None:
     """Run one day: validate rules, dbt build as of DATE, plan, dispatch."""
     from lifecycle.pipeline import run_day
+    from lifecycle.planning import allow_volume as record_override
 
-    result = run_day(_url(), day, clock=clock, build=not no_build)
+    url = _url()
+    if allow_volume:
+        record_override(url, day, "lifecycle run --allow-volume")
+    result = run_day(url, day, clock=clock, build=not no_build)
     click.echo(
         json.dumps({"plan": result.plan.as_dict(), "dispatch": result.dispatch.as_dict()}, indent=2)
     )
+
+
+@main.group()
+def volume() -> None:
+    """The daily volume guard (policy.volume_guard in the rules file)."""
+
+
+@volume.command("allow")
+@click.option("--date", "day", type=DATE, required=True)
+@click.option("--reason", required=True, help="Why this day's volume is intended")
+def volume_allow(day: date, reason: str) -> None:
+    """Let DATE exceed the volume guard (then run its plan again)."""
+    from lifecycle.planning import allow_volume
+
+    allow_volume(_url(), day, reason)
+    click.echo(f"{day}: volume guard override recorded; run the day's plan again")
 
 
 @main.command()

@@ -10,8 +10,13 @@ import pytest
 from lifecycle.dispatch import dispatch
 from lifecycle.facts import FACT_COLUMNS
 from lifecycle.pipeline import logical_now, outbox_rows
-from lifecycle.planning import PlanningError, plan_day
-from lifecycle.rules import in_control_group, load_rules
+from lifecycle.planning import (
+    PlanningError,
+    VolumeGuardTripped,
+    allow_volume,
+    plan_day,
+)
+from lifecycle.rules import assign_variant, in_control_group, load_rules, parse_rules
 from lifecycle.settings import Settings
 from lifecycle.transports.sandbox import SandboxTransport
 
@@ -26,9 +31,19 @@ SQL_TYPES = {
 SETTINGS = Settings()
 RULES = load_rules(SETTINGS.rules_path)
 CG = RULES.policy.control_group
+TEXT = SETTINGS.rules_path.read_text()
 
 
-def _customer_ids(n: int, *, control: bool) -> list[str]:
+def rules_with(*replacements: tuple[str, str]):
+    """The default rules with some text replaced (each old text must occur)."""
+    text = TEXT
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return parse_rules(text, "test-rules.yml")
+
+
+def customer_ids(n: int, *, control: bool) -> list[str]:
     out, i = [], 0
     while len(out) < n:
         cid = f"C{i:05d}"
@@ -38,7 +53,7 @@ def _customer_ids(n: int, *, control: bool) -> list[str]:
     return out
 
 
-def _facts(cid: str, **kw) -> dict:
+def facts_row(cid: str, **kw) -> dict:
     row = {k: None for k in FACT_COLUMNS}
     row.update(
         customer_id=cid,
@@ -76,7 +91,7 @@ def _facts(cid: str, **kw) -> dict:
     return row
 
 
-def _load_facts(url: str, rows: list[dict], as_of: date = D) -> None:
+def load_facts(url: str, rows: list[dict], as_of: date = D) -> None:
     cols = ", ".join(f"{k} {SQL_TYPES[t]}" for k, t in FACT_COLUMNS.items())
     with psycopg.connect(url) as conn:
         conn.execute("create schema if not exists analytics")
@@ -93,17 +108,17 @@ def _load_facts(url: str, rows: list[dict], as_of: date = D) -> None:
 
 @pytest.fixture
 def club(fresh_db):
-    a, b, c, d, e, f = _customer_ids(6, control=False)
-    (ctl,) = _customer_ids(1, control=True)
+    a, b, c, d, e, f = customer_ids(6, control=False)
+    (ctl,) = customer_ids(1, control=True)
     rows = [
         # activation (day 25, never visited) and retention at once: activation wins (priority 1)
-        _facts(a, days_since_purchase=25, days_until_end=30),
+        facts_row(a, days_since_purchase=25, days_until_end=30),
         # retention only; SMS preferred
-        _facts(b, days_until_end=20),
+        facts_row(b, days_until_end=20),
         # retention, but no valid phone: email instead
-        _facts(c, days_until_end=20, phone="12345", phone_valid=False, sms_contactable=False),
+        facts_row(c, days_until_end=20, phone="12345", phone_valid=False, sms_contactable=False),
         # activation, phone valid but no SMS consent and no email at all: no_consent
-        _facts(
+        facts_row(
             d,
             days_since_purchase=22,
             sms_consent=False,
@@ -113,7 +128,7 @@ def club(fresh_db):
             email_contactable=False,
         ),
         # return step 2 (lapsed 70 days)
-        _facts(
+        facts_row(
             e,
             has_active_membership=False,
             days_since_end=70,
@@ -121,11 +136,11 @@ def club(fresh_db):
             membership_status="active",
         ),
         # not in any phase
-        _facts(f),
+        facts_row(f),
         # control group: eligible for activation, never messaged
-        _facts(ctl, days_since_purchase=21),
+        facts_row(ctl, days_since_purchase=21),
     ]
-    _load_facts(fresh_db, rows)
+    load_facts(fresh_db, rows)
     return fresh_db, dict(a=a, b=b, c=c, d=d, e=e, f=f, ctl=ctl)
 
 
@@ -191,16 +206,16 @@ def test_a_step_already_sent_for_this_membership_is_not_sent_again(club):
     dispatch(url, SandboxTransport(url), now=logical_now(D), plan_date=D, settings=SETTINGS)
     # Next day: b is still in the retention window with the same membership.
     nxt = D + timedelta(days=1)
-    _load_facts(url, [_facts(ids["b"], days_until_end=19)], as_of=nxt)
+    load_facts(url, [facts_row(ids["b"], days_until_end=19)], as_of=nxt)
     plan_day(url, RULES, nxt, SETTINGS)
     rows = outbox_rows(url, nxt)
     assert [(r["phase"], r["status"], r.get("reason")) for r in rows] == [
         ("retention", "skipped", "already_sent")
     ]
     # A renewal (a new membership cycle) may be reminded again.
-    _load_facts(
+    load_facts(
         url,
-        [_facts(ids["b"], days_until_end=19, membership_id="M-new")],
+        [facts_row(ids["b"], days_until_end=19, membership_id="M-new")],
         as_of=nxt + timedelta(days=1),
     )
     plan_day(url, RULES, nxt + timedelta(days=1), SETTINGS)
@@ -218,7 +233,7 @@ def test_frequency_cap_holds_across_days(club):
         ]
     ):
         day = D + timedelta(days=i)
-        _load_facts(url, [_facts(cid, **phase_kw)], as_of=day)
+        load_facts(url, [facts_row(cid, **phase_kw)], as_of=day)
         plan_day(url, RULES, day, SETTINGS)
     statuses = [
         r["status"] if r["status"] != "skipped" else r["reason"]
@@ -232,3 +247,327 @@ def test_planning_refuses_facts_built_for_another_day(club):
     url, _ = club
     with pytest.raises(PlanningError, match="built as of 2026-06-15, not 2026-06-16"):
         plan_day(url, RULES, D + timedelta(days=1), SETTINGS)
+
+
+def _outbox(url: str, day: date = D) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select customer_id, phase, step, channel, variant, body from ops.outbox "
+            "where plan_date = %s order by customer_id",
+            (day,),
+        ).fetchall()
+
+
+def _skips(url: str, day: date = D) -> dict[str, set]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select customer_id, phase, reason from ops.skips where plan_date = %s", (day,)
+        ).fetchall()
+    out: dict[str, set] = {}
+    for cid, phase, reason in rows:
+        out.setdefault(cid, set()).add((phase, reason))
+    return out
+
+
+def test_suppressions_block_their_channel_with_their_reason(fresh_db):
+    ids = customer_ids(6, control=False)
+    # all in retention (sms preferred, then email)
+    load_facts(fresh_db, [facts_row(c, days_until_end=20) for c in ids])
+    suppressions = [
+        (ids[0], "sms", "opted_out"),  # sms blocked: email instead
+        (ids[1], "sms", "hard_bounce"),
+        (ids[1], "email", "spam_complaint"),  # both blocked: the preferred channel's reason
+        (ids[2], "sms", "manual"),
+        (ids[2], "email", "manual"),
+        (ids[3], "email", "opted_out"),  # email blocked, sms still fine
+        (ids[4], "sms", "spam_complaint"),
+    ]
+    with psycopg.connect(fresh_db) as conn:
+        conn.cursor().executemany(
+            "insert into ops.suppressions (customer_id, channel, reason, source) "
+            "values (%s, %s, %s, 'test')",
+            suppressions,
+        )
+    # ids[4] has no email at all: only the suppressed sms was possible
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "update analytics.customer_facts set email = null, email_valid = false, "
+            "email_contactable = false where customer_id = %s",
+            (ids[4],),
+        )
+    report = plan_day(fresh_db, RULES, D, SETTINGS)
+    sent = {r[0]: r[3] for r in _outbox(fresh_db)}
+    assert sent == {ids[0]: "email", ids[3]: "sms", ids[5]: "sms"}
+    assert _skips(fresh_db) == {
+        ids[1]: {("retention", "hard_bounce")},
+        ids[2]: {("retention", "suppressed")},
+        ids[4]: {("retention", "spam_complaint")},
+    }
+    assert report.skipped == {"hard_bounce": 1, "suppressed": 1, "spam_complaint": 1}
+
+
+def test_ab_variants_are_recorded_stable_and_near_their_weights(fresh_db):
+    ids = customer_ids(300, control=False)
+    load_facts(fresh_db, [facts_row(c, days_until_end=20) for c in ids])
+    report = plan_day(fresh_db, RULES, D, SETTINGS)
+    rows = _outbox(fresh_db)
+    assert len(rows) == 300
+    step = RULES.phase("retention").steps[0]
+    salt = RULES.policy.variant_salt
+    for cid, phase, step_no, _, variant, body in rows:
+        assert variant == assign_variant(cid, phase, step_no, step.variants, salt).name
+        # variant B carries its own offer into the text
+        assert ("-15%" in body) == (variant == "B"), body
+    counts = {v: sum(1 for r in rows if r[4] == v) for v in ("A", "B")}
+    assert 120 <= counts["A"] <= 180 and counts["A"] + counts["B"] == 300  # 50/50, ~3.5 sd
+    assert report.variants[("retention", 1, "A")] == counts["A"]
+    # The same customers on another day (facts rebuilt) keep their variants.
+    other = D + timedelta(days=1)
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("delete from ops.outbox")
+    load_facts(fresh_db, [facts_row(c, days_until_end=19) for c in ids], as_of=other)
+    plan_day(fresh_db, RULES, other, SETTINGS)
+    assert {r[0]: r[4] for r in _outbox(fresh_db, other)} == {r[0]: r[4] for r in rows}
+
+
+def _fake_history(url: str, volumes: dict[date, int]) -> None:
+    """Outbox rows of earlier days (other customers), as the volume guard's history."""
+    with psycopg.connect(url) as conn:
+        for day, n in volumes.items():
+            for i in range(n):
+                conn.execute(
+                    "insert into ops.outbox (message_key, plan_date, customer_id, phase, step, "
+                    "cycle_key, channel, to_address, body, send_at, window_end_at, deadline_at, "
+                    "status) values (%s, %s, %s, 'retention', 1, 'm', 'sms', '+380670000000', "
+                    "'x', now(), now(), now(), 'sent')",
+                    (f"h{day}{i}", day, f"H{day:%m%d}{i}"),
+                )
+
+
+def test_volume_guard_trips_on_the_absolute_cap_and_writes_no_message(fresh_db):
+    ids = customer_ids(5, control=False)
+    (ctl,) = customer_ids(1, control=True)
+    load_facts(fresh_db, [facts_row(c, days_until_end=20) for c in ids + [ctl]])
+    rules = rules_with(("max_messages: 5000", "max_messages: 4"))
+    with pytest.raises(VolumeGuardTripped, match="5 messages planned, more than .*max_messages"):
+        plan_day(fresh_db, rules, D, SETTINGS)
+    assert _outbox(fresh_db) == []
+    skips = _skips(fresh_db)
+    assert {c: skips[c] for c in ids} == {c: {("retention", "volume_guard")} for c in ids}
+    assert skips[ctl] == {("retention", "control_group")}
+    # Trips again on a rerun (nothing changed), still writing nothing.
+    with pytest.raises(VolumeGuardTripped):
+        plan_day(fresh_db, rules, D, SETTINGS)
+    # An explicit override plans the day; the volume_guard skips give way to messages.
+    report = plan_day(fresh_db, rules, D, SETTINGS, allow_volume=True)
+    assert report.inserted_messages == 5 and report.volume.tripped
+    assert len(_outbox(fresh_db)) == 5
+    assert set(_skips(fresh_db)) == {ctl}
+
+
+def test_volume_guard_override_recorded_in_the_warehouse(fresh_db):
+    ids = customer_ids(3, control=False)
+    load_facts(fresh_db, [facts_row(c, days_until_end=20) for c in ids])
+    rules = rules_with(("max_messages: 5000", "max_messages: 2"))
+    with pytest.raises(VolumeGuardTripped):
+        plan_day(fresh_db, rules, D, SETTINGS)
+    allow_volume(fresh_db, D, "spring campaign, agreed with the club")
+    assert plan_day(fresh_db, rules, D, SETTINGS).inserted_messages == 3
+    # only that date: the next day trips again
+    nxt = D + timedelta(days=1)
+    load_facts(
+        fresh_db, [facts_row(c, days_until_end=20, membership_id="N" + c) for c in ids], as_of=nxt
+    )
+    with pytest.raises(VolumeGuardTripped):
+        plan_day(fresh_db, rules, nxt, SETTINGS)
+
+
+def test_volume_guard_trips_on_the_ratio_to_the_trailing_median(fresh_db):
+    ids = customer_ids(10, control=False)
+    load_facts(fresh_db, [facts_row(c, days_until_end=20) for c in ids])
+    rules = rules_with(("ratio_floor: 100", "ratio_floor: 0"))
+    # two days of history are not enough (min_history_days: 3): no ratio check
+    _fake_history(fresh_db, {D - timedelta(days=2): 3, D - timedelta(days=1): 2})
+    report = plan_day(fresh_db, rules, D, SETTINGS)
+    assert report.inserted_messages == 10 and report.volume.ratio_limit is None
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("delete from ops.outbox where plan_date = %s", (D,))
+        conn.execute("delete from ops.skips")
+    # a third day: median of [3, 2, 3] = 3; 10 > 3 x 3
+    _fake_history(fresh_db, {D - timedelta(days=3): 3})
+    with pytest.raises(VolumeGuardTripped, match=r"more than 3 x the median .*3 a day, 3 days"):
+        plan_day(fresh_db, rules, D, SETTINGS)
+    # a day older than median_days does not count
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("delete from ops.skips")
+    _fake_history(fresh_db, {D - timedelta(days=8): 100})
+    with pytest.raises(VolumeGuardTripped):
+        plan_day(fresh_db, rules, D, SETTINGS)
+    # with the default floor (100), 10 messages never trip the ratio check
+    assert plan_day(fresh_db, RULES, D, SETTINGS).inserted_messages == 10
+
+
+def test_channel_caps_move_a_message_to_the_other_channel(fresh_db):
+    a, b = customer_ids(2, control=False)
+    rules = rules_with(
+        (
+            "  frequency_caps:\n    - {days: 7, max: 2}\n    - {days: 30, max: 4}\n",
+            "  frequency_caps:\n    - {days: 7, max: 5}\n",
+        ),
+        ("    sms:\n      - {days: 7, max: 2}", "    sms:\n      - {days: 7, max: 1}"),
+    )
+    # yesterday each got an sms (activation, another membership)
+    yesterday = D - timedelta(days=1)
+    load_facts(
+        fresh_db,
+        [facts_row(c, days_since_purchase=25, membership_id="OLD" + c) for c in (a, b)],
+        as_of=yesterday,
+    )
+    plan_day(fresh_db, rules, yesterday, SETTINGS)
+    assert [r[3] for r in _outbox(fresh_db, yesterday)] == ["sms", "sms"]
+    # today: retention; a can get email, b has no email
+    load_facts(
+        fresh_db,
+        [
+            facts_row(a, days_until_end=20),
+            facts_row(b, days_until_end=20, email=None, email_valid=False, email_contactable=False),
+        ],
+    )
+    plan_day(fresh_db, rules, D, SETTINGS)
+    assert [(r[0], r[3]) for r in _outbox(fresh_db)] == [(a, "email")]
+    assert _skips(fresh_db) == {b: {("retention", "capped")}}
+
+
+def test_an_sms_over_the_segment_limit_is_never_sent(fresh_db):
+    a, b, c = customer_ids(3, control=False)
+    long_name = "Олександра-Анастасія-Марія-Вікторія"  # 35 letters, more than the sample's 20
+    load_facts(
+        fresh_db,
+        [
+            # activation's sms with this name is 3 UCS-2 segments; phase limit 2
+            facts_row(a, days_since_purchase=25, first_name=long_name),
+            facts_row(
+                b,
+                days_since_purchase=25,
+                first_name=long_name,
+                email=None,
+                email_valid=False,
+                email_contactable=False,
+            ),
+            facts_row(c, days_since_purchase=25),
+        ],
+    )
+    plan_day(fresh_db, RULES, D, SETTINGS)
+    assert [(r[0], r[3]) for r in _outbox(fresh_db)] == [(a, "email"), (c, "sms")]
+    assert _skips(fresh_db) == {b: {("activation", "too_long")}}
+
+
+def test_a_template_failing_on_a_customer_is_skipped_not_fatal(fresh_db):
+    a, b, c = customer_ids(3, control=False)
+    # Valid (the sample customer has a name), but fails for a customer without one.
+    sms_a = "sms: \"{{ first_name or 'Hi' }}, your membership ends"
+    sms_b = 'sms: "{{ first_name.upper() }}, your membership ends'
+    rules = rules_with((sms_a, sms_b), (sms_a, sms_b))
+    no_email = dict(email=None, email_valid=False, email_contactable=False)
+    load_facts(
+        fresh_db,
+        [
+            facts_row(a, days_until_end=20, first_name=None),  # sms fails, email works
+            facts_row(b, days_until_end=20, first_name=None, **no_email),
+            facts_row(c, days_until_end=20, **no_email),
+        ],
+    )
+    plan_day(fresh_db, rules, D, SETTINGS)
+    assert [(r[0], r[3]) for r in _outbox(fresh_db)] == [(a, "email"), (c, "sms")]
+    assert _skips(fresh_db) == {b: {("retention", "render_failed")}}
+    assert _outbox(fresh_db)[1][5].startswith("OLENA, your membership ends")
+
+
+def test_bought_service_reads_the_service_purchases_mart(fresh_db):
+    ids = customer_ids(5, control=False)
+    regular = dict(days_since_purchase=200, visits_last_30d=5)
+    load_facts(fresh_db, [facts_row(c, **regular) for c in ids])
+    # cross_sell, but not to whoever bought a massage or spa in the last 30 days
+    rules = rules_with(
+        (
+            "- {field: cross_sell_purchases_last_90d, eq: 0}",
+            "- not: {bought_service: {service: [massage, spa], within_days: 30}}",
+        )
+    )
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "create table analytics.customer_service_purchases "
+            "(customer_id text, service text, as_of_date date, last_purchased_on date)"
+        )
+        conn.cursor().executemany(
+            "insert into analytics.customer_service_purchases values (%s, %s, %s, %s)",
+            [
+                (ids[0], "massage", D, D - timedelta(days=29)),  # inside the 30 days
+                (ids[1], "massage", D, D - timedelta(days=30)),  # one day outside
+                (ids[2], "spa", D, D),
+                (ids[3], "solarium", D, D),  # another service
+            ],
+        )
+    plan_day(fresh_db, rules, D, SETTINGS)
+    assert {r[0] for r in _outbox(fresh_db) if r[1] == "cross_sell"} == {ids[1], ids[3], ids[4]}
+
+
+def test_repeat_once_per_customer_spans_memberships(fresh_db):
+    (cid,) = customer_ids(1, control=False)
+    once = rules_with(
+        (
+            "    enabled: true\n    priority: 2\n",
+            "    enabled: true\n    priority: 2\n    repeat: once_per_customer\n",
+        )
+    )
+    load_facts(fresh_db, [facts_row(cid, days_until_end=20)])
+    plan_day(fresh_db, once, D, SETTINGS)
+    nxt = D + timedelta(days=1)
+    load_facts(fresh_db, [facts_row(cid, days_until_end=20, membership_id="M-next")], as_of=nxt)
+    plan_day(fresh_db, once, nxt, SETTINGS)
+    assert _outbox(fresh_db, nxt) == [] and _skips(fresh_db, nxt) == {
+        cid: {("retention", "already_sent")}
+    }
+    # the default (once per membership) sends again for the new membership
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("delete from ops.skips")
+    plan_day(fresh_db, RULES, nxt, SETTINGS)
+    assert [r[1] for r in _outbox(fresh_db, nxt)] == ["retention"]
+
+
+def test_phase_caps_count_only_that_phase(fresh_db):
+    (cid,) = customer_ids(1, control=False)
+    capped = rules_with(
+        (
+            "    enabled: true\n    priority: 1\n",
+            "    enabled: true\n    priority: 1\n    frequency_caps: [{days: 30, max: 1}]\n",
+        )
+    )
+    day0 = D - timedelta(days=10)
+    load_facts(fresh_db, [facts_row(cid, days_since_purchase=21, membership_id="M1")], as_of=day0)
+    plan_day(fresh_db, capped, day0, SETTINGS)
+    # ten days later: activation again (another membership) is capped, retention is not
+    load_facts(
+        fresh_db,
+        [facts_row(cid, days_since_purchase=22, days_until_end=20, membership_id="M2")],
+    )
+    plan_day(fresh_db, capped, D, SETTINGS)
+    assert [r[1] for r in _outbox(fresh_db)] == ["retention"]
+    assert _skips(fresh_db) == {cid: {("activation", "capped")}}
+
+
+def test_cli_volume_allow_records_the_override(fresh_db):
+    from click.testing import CliRunner
+
+    from lifecycle.cli import main as cli
+
+    out = CliRunner().invoke(
+        cli,
+        ["volume", "allow", "--date", D.isoformat(), "--reason", "spring campaign"],
+        env={"LIFECYCLE_WAREHOUSE_URL": fresh_db},
+    )
+    assert out.exit_code == 0, out.output
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("select plan_date, reason from ops.volume_overrides").fetchall() == [
+            (D, "spring campaign")
+        ]

@@ -1,18 +1,28 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lifecycle.rules import (
+    SAMPLE_FIRST_NAME,
+    CompiledVariant,
     RulesInvalid,
+    Templates,
+    assign_variant,
     compile_condition,
     in_control_group,
     load_rules,
     parse_rules,
+    render,
+    rules_json_schema,
+    sample_context,
 )
 
 RULES = Path(__file__).resolve().parents[2] / "include" / "rules" / "phases.yml"
+SCHEMA = RULES.with_name("phases.schema.json")
 TEXT = RULES.read_text()
 
 
@@ -24,6 +34,11 @@ def _errors(text: str) -> list:
 
 def _line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
 
 
 def test_default_rules_have_the_five_phases_in_priority_order():
@@ -39,41 +54,58 @@ def test_default_rules_have_the_five_phases_in_priority_order():
     assert [s.number for s in ret.steps] == [1, 2, 3]
     assert ret.steps[1].condition.params[-2:] == [60, 89]
     assert rules.policy.send_window.start.hour == 10
+    guard = rules.policy.volume_guard
+    assert (guard.max_messages, guard.max_ratio_to_median, guard.median_days) == (5000, 3.0, 7)
+    retention = rules.phase("retention")
+    assert [(v.name, v.weight, v.offer.code) for v in retention.steps[0].variants] == [
+        ("A", 50, "renew_perk"),
+        ("B", 50, "renew_discount"),
+    ]
+    # a step with plain templates is variant A
+    assert [v.name for v in rules.phase("activation").steps[0].variants] == ["A"]
 
 
 def test_unknown_column_is_located_with_a_suggestion():
-    text = TEXT.replace("{field: visits_last_30d, gte: 4}", "{field: visits_last_30, gte: 4}", 1)
+    text = _replace(
+        TEXT,
+        "{field: days_since_purchase, between: [60, 90]}",
+        "{field: days_since_purchse, between: [60, 90]}",
+    )
     (err,) = _errors(text)
-    assert err.line == _line_of(text, "visits_last_30, gte")
-    assert err.path == "phases[1].audience.all[1].field"
-    assert "unknown column 'visits_last_30'" in err.message
-    assert "did you mean 'visits_last_30d'" in err.message
+    assert err.line == _line_of(text, "days_since_purchse")
+    assert err.column == text.splitlines()[err.line - 1].index("days_since_purchse") + 1
+    assert err.path == "phases[1].audience.all[0].field"
+    assert "unknown column 'days_since_purchse'" in err.message
+    assert err.suggestion == "days_since_purchase"
+    assert "did you mean 'days_since_purchase'" in err.message
+    assert "visits_last_30d" in err.valid
+    assert str(err).startswith(f"phases.yml:{err.line}:{err.column}: phases[1].audience")
 
 
 def test_unknown_field_names_the_valid_ones():
-    text = TEXT.replace("    priority: 2\n", "    priorty: 2\n", 1)
+    text = _replace(TEXT, "    priority: 2\n", "    priorty: 2\n")
     errors = _errors(text)
     typo = next(e for e in errors if e.path == "phases[3].priorty")
     assert typo.line == _line_of(text, "priorty: 2")
-    assert "did you mean 'priority'" in typo.message
-    assert any(e.path == "phases[3].priority" and "required" in e.message for e in errors)
+    assert typo.column == 5  # the key itself, not its value
+    assert typo.suggestion == "priority"
+    assert "did you mean 'priority'" in typo.message and "max_sms_segments" in typo.valid
+    assert any(e.path == "phases[3].priority" and "missing" in e.message for e in errors)
 
 
 def test_all_condition_and_template_errors_at_once():
-    text = (
-        TEXT.replace(
-            "{field: days_since_purchase, between: [20, 30]}",
-            "{field: days_since_purchase, between: [30, 20]}",
-            1,
-        )
-        .replace(
-            "{field: visits_since_purchase, eq: 0}", "{field: visits_since_purchase, eq: none}", 1
-        )
-        .replace(
-            "Try {{ offer.title }} on your next visit", "Try {{ ofer.title }} on your next visit", 1
-        )
-        .replace("{field: has_renewal, eq: false}", "{field: has_renewal, gte: false}", 1)
+    text = _replace(
+        TEXT,
+        "{field: days_since_purchase, between: [20, 30]}",
+        "{field: days_since_purchase, between: [30, 20]}",
     )
+    text = _replace(
+        text, "{field: visits_since_purchase, eq: 0}", "{field: visits_since_purchase, eq: none}"
+    )
+    text = _replace(
+        text, "Try {{ offer.title }} on your next visit", "Try {{ ofer.title }} on your next visit"
+    )
+    text = _replace(text, "{field: has_renewal, eq: false}", "{field: has_renewal, gte: false}")
     errors = _errors(text)
     messages = " | ".join(f"{e.path}: {e.message}" for e in errors)
     assert len(errors) == 4, messages
@@ -82,28 +114,196 @@ def test_all_condition_and_template_errors_at_once():
     assert (
         "template variable 'ofer' does not exist" in messages and "did you mean 'offer'" in messages
     )
-    assert "'has_renewal' is boolean: use eq or ne, not gte" in messages
+    assert "'has_renewal' is boolean: operator 'gte' does not apply" in messages
     assert all(e.line is not None and e.file == "phases.yml" for e in errors)
+    # in file order
+    assert [e.line for e in errors] == sorted(e.line for e in errors)
+
+
+def test_structural_errors_do_not_hide_condition_and_template_errors():
+    # The models fail (a string priority, an unknown channel, an unknown policy key) and yet the
+    # conditions, templates and priorities are still checked.
+    text = _replace(TEXT, "    priority: 3\n", "    priority: three\n")
+    text = _replace(text, "channels: [email, sms]", "channels: [email, smss]")
+    text = _replace(text, "  max_messages_per_day: 1\n", "  max_mesages_per_day: 1\n")
+    text = _replace(
+        text, "{visits_in_last: {days: 30, gte: 4}}", "{visits_in_last: {days: 14, gte: 4}}"
+    )
+    text = _replace(text, "Come back: {{ offer.title }}", "Come back: {{ offer.titel }}")
+    text = _replace(text, "    priority: 5\n", "    priority: 1\n")
+    errors = {e.path: e for e in _errors(text)}
+    assert errors["phases[1].priority"].valid == "a whole number"
+    assert errors["phases[1].priority"].found == "'three'"
+    chan = errors["phases[2].channels[1]"]
+    assert (chan.found, chan.suggestion, chan.valid) == ("'smss'", "sms", "sms, email")
+    assert errors["policy.max_mesages_per_day"].suggestion == "max_messages_per_day"
+    days = errors["phases[1].audience.all[1].visits_in_last.days"]
+    assert (days.found, days.valid) == ("14", "7, 30, 90")
+    titel = errors["phases[4].steps[0].templates.sms"]
+    assert "offer has no field 'titel'" in titel.message and titel.suggestion == "title"
+    prio = errors["phases[4].priority"]
+    assert "also used by 'activation'" in prio.message
+    assert len(errors) == 6, list(errors)
+
+
+def test_every_error_has_a_path_line_and_column():
+    text = _replace(TEXT, "percent: 10", "percent: 110")
+    text = _replace(text, 'start: "10:00"', 'start: "25:00"')
+    text = _replace(text, "max_messages: 5000", "max_messages: -1")
+    for err in _errors(text):
+        assert err.path and err.line and err.column, err
 
 
 def test_duplicate_key_and_bad_yaml_are_located():
-    (dup,) = _errors("version: 1\nversion: 1\nphases: []\n")
-    assert (dup.line, dup.path) == (2, "version")
+    errors = _errors("version: 1\nversion: 1\nphases: []\n")
+    dup = next(e for e in errors if "appears twice" in e.message)
+    assert (dup.line, dup.column, dup.path) == (2, 1, "version")
+    assert any(e.path == "phases" and "too short" in e.message for e in errors)
     (bad,) = _errors("version: 1\nphases: [\n")
     assert bad.line is not None and "not valid YAML" in bad.message
+    (not_a_mapping,) = _errors("- a\n- b\n")
+    assert not_a_mapping.path == "<root>" and not_a_mapping.line == 1
+
+
+def test_odd_yaml_is_an_error_not_a_crash():
+    (rec,) = [e for e in _errors("version: 1\nphases: &a [*a]\n") if "recursive" in e.message]
+    assert rec.line == 2
+    bad_date = _errors("version: 1\nphases: [{name: activation, x: 2026-13-45}]\n")
+    assert any("cannot read this value" in e.message for e in bad_date)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]\n"
+        for i in range(6)
+    )
+    assert "too large" in _errors(bomb)[0].message
 
 
 def test_channel_without_template_is_an_error():
     sms_line = "take the next step: {{ offer.title }} this month."
     line = next(x for x in TEXT.splitlines(keepends=True) if sms_line in x)
-    text = TEXT.replace(
-        line,
-        "",
-        1,
-    )
-    (err,) = _errors(text)
+    (err,) = _errors(TEXT.replace(line, "", 1))
     assert err.path == "phases[2].steps[0].templates"
     assert "channel 'sms'" in err.message
+
+
+def test_sms_over_the_segment_limit_is_a_validation_error():
+    long_sms = (
+        "Hi {{ first_name }}, " + "a very good reason to come back " * 3 + "{{ offer.title }}"
+    )
+    text = _replace(
+        TEXT,
+        "\"{{ first_name or 'Hi' }}, last call: {{ offer.title }}.\"",
+        json.dumps(long_sms),
+    )
+    (err,) = _errors(text)
+    assert err.path == "phases[4].steps[2].templates.sms"
+    assert "too long: 3 SMS segments" in err.message and "UCS-2" in err.message
+    assert err.found == "3 segments"
+    # the same text fits when the phase allows 3 segments
+    text3 = _replace(text, "    priority: 5\n", "    priority: 5\n    max_sms_segments: 3\n")
+    parse_rules(text3)
+    # the sample is the documented worst case: a 20-character Cyrillic name
+    assert len(SAMPLE_FIRST_NAME) == 20
+    ctx = sample_context({"code": "x", "title": "t"})
+    assert render("{{ first_name }} {{ variant }} {{ offer.code }}", ctx) == (
+        f"{SAMPLE_FIRST_NAME} A x"
+    )
+
+
+def test_template_may_only_read_mart_fields_offer_and_variant():
+    errors = _errors(_replace(TEXT, "we miss you! Come back", "{{ phone }} Come back"))
+    assert any("template variable 'phone' does not exist" in e.message for e in errors)
+    errors = _errors(_replace(TEXT, "we miss you! Come back", "{{ ''.__class__ }} Come back"))
+    assert any("not allowed in a template" in e.message for e in errors)
+    errors = _errors(_replace(TEXT, "we miss you! Come back", "{{ first_name | shout }}"))
+    assert any("template" in e.message and "shout" in e.message for e in errors)
+
+
+def test_empty_fact_renders_as_nothing_not_none():
+    assert render("Hi {{ first_name }}!", {"first_name": None}) == "Hi !"
+    assert render("{{ first_name or 'Hi' }}", {"first_name": None}) == "Hi"
+
+
+def test_visits_in_last_is_sugar_over_the_visit_columns():
+    errors: list = []
+    sugar = compile_condition({"visits_in_last": {"days": 30, "gte": 4}}, "c", errors)
+    plain = compile_condition({"field": "visits_last_30d", "gte": 4}, "c", errors)
+    assert errors == []
+    assert sugar.sql.as_string(None) == plain.sql.as_string(None) == '"visits_last_30d" >= %s'
+    assert sugar.params == [4]
+    compile_condition({"visits_in_last": {"days": 14, "gte": 4}}, "c", errors)
+    compile_condition({"visits_in_last": {"days": 7, "gte": "four"}}, "c", errors)
+    compile_condition({"visits_in_last": {"gte": 4}}, "c", errors)
+    assert [e.path for e in errors] == [
+        "c.visits_in_last.days",
+        "c.visits_in_last.gte",
+        "c.visits_in_last",
+    ]
+    assert errors[0].valid == "7, 30, 90"
+
+
+def test_contradicting_conditions_are_an_impossible_window():
+    text = _replace(
+        TEXT,
+        "- {field: visits_since_purchase, eq: 0}",
+        "- {field: visits_since_purchase, eq: 0}\n        - {field: days_since_purchase, gt: 30}",
+    )
+    (err,) = _errors(text)
+    assert "impossible audience" in err.message and "days_since_purchase" in err.message
+    assert err.path == "phases[0].audience.all[3].gt"
+    # a step whose when cannot meet its phase's audience
+    text = _replace(
+        TEXT,
+        "{field: has_active_membership, eq: false}",
+        "{field: days_since_end, lte: 20}",
+    )
+    errors = _errors(text)
+    assert {e.path for e in errors} == {f"phases[4].steps[{i}].when" for i in range(3)}
+    # touching bounds are fine: exactly one value
+    errors = []
+    parse_rules(
+        _replace(
+            TEXT,
+            "- {field: visits_since_purchase, eq: 0}",
+            "- {field: visits_since_purchase, eq: 0}\n        - {field: days_since_purchase, "
+            "gte: 30}",
+        )
+    )
+
+
+def test_variants_are_checked():
+    block = TEXT[TEXT.index("        variants:") : TEXT.index("  - name: return")]
+    text = _replace(
+        TEXT, block, block.replace("name: B", "name: A").replace("weight: 50", "weight: 0")
+    )
+    errors = {e.path: e for e in _errors(text)}
+    assert "variant 'A' is defined twice" in errors["phases[3].steps[0].variants[1].name"].message
+    assert "weights add up to 0" in errors["phases[3].steps[0].variants"].message
+    both = _replace(
+        TEXT,
+        "        variants:\n",
+        "        templates: {sms: hi, email: {subject: s, body: b}}\n        variants:\n",
+    )
+    (err,) = _errors(both)
+    assert err.path == "phases[3].steps[0]" and "not both" in err.message
+
+
+def test_variant_assignment_is_stable_and_follows_the_weights():
+    t = Templates(sms="x")
+    from lifecycle.rules import Offer
+
+    offer = Offer(code="o", title="t")
+    variants = [CompiledVariant("A", 1, offer, t), CompiledVariant("B", 3, offer, t)]
+    ids = [f"C{i:06d}" for i in range(20_000)]
+    first = [assign_variant(c, "retention", 1, variants, "salt").name for c in ids]
+    assert first == [assign_variant(c, "retention", 1, variants, "salt").name for c in ids]
+    share_b = first.count("B") / len(ids)
+    assert 0.735 < share_b < 0.765
+    # another step or salt reshuffles, independently of the control group
+    other = [assign_variant(c, "retention", 2, variants, "salt").name for c in ids]
+    assert 0.55 < sum(a == b for a, b in zip(first, other, strict=True)) / len(ids) < 0.70
+    in_cg = [c for c in ids if in_control_group(c, 10, "salt")]
+    cg_b = sum(assign_variant(c, "retention", 1, variants, "salt").name == "B" for c in in_cg)
+    assert 0.70 < cg_b / len(in_cg) < 0.80
 
 
 def test_condition_values_are_bound_parameters_never_sql():
@@ -123,6 +323,20 @@ def test_field_names_are_whitelisted_not_quoted_through():
     assert "unknown column" in errors[0][1]
 
 
+def test_operators_follow_the_column_type():
+    errors: list = []
+    assert compile_condition({"field": "product", "gt": "a"}, "c", errors) is None
+    assert compile_condition({"field": "ends_on", "gte": "2026-06-01"}, "c", errors).params == [
+        __import__("datetime").date(2026, 6, 1)
+    ]
+    assert compile_condition({"field": "days_since_end", "eq": None}, "c", errors) is None
+    assert compile_condition({"field": "days_since_end", "gte": 1.5}, "c", errors) is None
+    assert compile_condition({"alll": []}, "c", errors) is None
+    assert [e.path for e in errors] == ["c.gt", "c.eq", "c.gte", "c.alll"]
+    assert "is_null: true" in errors[1].message
+    assert errors[3].suggestion == "all"
+
+
 def test_control_group_is_deterministic_and_about_the_configured_share():
     ids = [f"C{i:07d}" for i in range(20_000)]
     first = [in_control_group(c, 10, "salt") for c in ids]
@@ -131,3 +345,73 @@ def test_control_group_is_deterministic_and_about_the_configured_share():
     assert 0.09 < share < 0.11
     other_salt = [in_control_group(c, 10, "other") for c in ids]
     assert first != other_salt
+
+
+def test_committed_json_schema_is_the_generated_one():
+    committed = json.loads(SCHEMA.read_text())
+    assert committed == rules_json_schema(), (
+        "include/rules/phases.schema.json is stale: "
+        "`lifecycle rules schema > include/rules/phases.schema.json`"
+    )
+    assert TEXT.splitlines()[0] == "# yaml-language-server: $schema=phases.schema.json"
+
+
+def test_json_schema_accepts_the_default_file_and_rejects_typos():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(rules_json_schema())
+    doc = yaml.safe_load(TEXT)
+    assert list(validator.iter_errors(doc)) == []
+    doc["phases"][0]["audience"]["all"][0]["field"] = "days_since_purchse"
+    doc["phases"][1]["priorty"] = 3
+    assert len(list(validator.iter_errors(doc))) == 2
+
+
+def test_bought_service_checks_the_catalog_and_binds_every_value():
+    errors: list = []
+    ok = compile_condition(
+        {"bought_service": {"service": "massage", "within_days": 30}}, "c", errors
+    )
+    assert errors == []
+    text = ok.sql.as_string(None)
+    assert '"analytics"."customer_service_purchases"' in text
+    assert "massage" not in text and "30" not in text
+    assert ok.params == [["massage"], 30]
+    compile_condition({"bought_service": {"service": "masage", "within_days": 30}}, "c", errors)
+    compile_condition({"bought_service": {"service": "spa", "within_days": 0}}, "c", errors)
+    compile_condition({"bought_service": {"service": "spa", "within": 3}}, "c", errors)
+    assert [e.path for e in errors] == [
+        "c.bought_service.service",
+        "c.bought_service.within_days",
+        "c.bought_service.within",
+    ]
+    assert errors[0].suggestion == "massage" and "personal_training" in errors[0].valid
+    assert errors[2].suggestion == "within_days"
+
+
+def test_the_marts_schema_is_a_parameter_not_text_from_the_file():
+    text = TEXT.replace(
+        "- {field: cross_sell_purchases_last_90d, eq: 0}",
+        "- not: {bought_service: {service: [massage, spa], within_days: 90}}",
+        1,
+    )
+    rules = parse_rules(text, schema="marts_v2")
+    (cross,) = rules.phase("cross_sell").steps
+    assert '"marts_v2"."customer_service_purchases"' in cross.condition.sql.as_string(None)
+
+
+def test_cli_validate_json_and_schema(tmp_path):
+    from click.testing import CliRunner
+
+    from lifecycle.cli import main as cli
+
+    bad = tmp_path / "phases.yml"
+    bad.write_text(_replace(TEXT, "channels: [email, sms]", "channels: [email, smss]"))
+    out = CliRunner().invoke(cli, ["rules", "validate", str(bad), "--json"])
+    assert out.exit_code == 1
+    (err,) = json.loads(out.output)
+    assert err["path"] == "phases[2].channels[1]" and err["did_you_mean"] == "sms"
+    assert err["line"] == _line_of(bad.read_text(), "smss") and err["file"] == str(bad)
+    ok = CliRunner().invoke(cli, ["rules", "validate", str(RULES)])
+    assert ok.exit_code == 0 and "ok (5 enabled phases, 7 steps)" in ok.output
+    schema = CliRunner().invoke(cli, ["rules", "schema"])
+    assert schema.exit_code == 0 and schema.output == SCHEMA.read_text()
