@@ -7,6 +7,8 @@ it; tests create and drop their own databases there).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +22,20 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """URL of a server the tests may create databases on."""
     external = os.environ.get("LIFECYCLE_TEST_WAREHOUSE_URL")
     if external:
         yield external
         return
-    wh = EmbeddedWarehouse(tmp_path_factory.mktemp("warehouse"))
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, and a
+    # PostgreSQL whose data directory vanishes shuts itself down mid-run.
+    state = Path(tempfile.mkdtemp(prefix="lifecycle-test-warehouse-"))
+    wh = EmbeddedWarehouse(state)
     url = wh.up()
     yield url
     wh.down()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _with_db(url: str, db: str) -> str:
