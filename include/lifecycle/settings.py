@@ -69,6 +69,26 @@ class Settings(BaseSettings):
     sendgrid_requests_per_s: float = Field(
         default=100.0, description="Shared email rate (messages/s) over all dispatchers"
     )
+    # Provider webhooks (lifecycle.webhooks): SendGrid's signed event webhook verification key
+    # (base64 DER as the SendGrid console shows it, or PEM); Twilio requests are verified with
+    # twilio_auth_token.
+    sendgrid_webhook_public_key: str | None = None
+    webhook_public_url: str | None = Field(
+        default=None,
+        description="Public URL of the receiver's prefix as Twilio calls it (signature base), "
+        "e.g. https://airflow.example.com/lifecycle; unset = the URL the request arrived at",
+    )
+    webhook_max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, description="A webhook body larger than this is refused (413)"
+    )
+    webhook_timestamp_tolerance_s: int = Field(
+        default=300, description="A SendGrid signature timestamp further off than this is stale"
+    )
+    reconcile_deadline_hours: int = Field(
+        default=48,
+        description="An 'unknown' outbox row with no provider event this long after it turned "
+        "unknown expires",
+    )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
 

@@ -167,3 +167,39 @@ create table if not exists ops.volume_overrides (
     reason     text not null check (reason <> ''),
     created_at timestamptz not null default now()
 );
+
+-- Provider events as the signed webhooks delivered them (lifecycle.webhooks): SendGrid event
+-- webhook batches, Twilio status callbacks and inbound SMS. Written in one transaction with the
+-- suppression change an event implies. A retried delivery is the same row: dedupe_key is the
+-- event's content (outbox id or provider message, event type, provider timestamp), and SendGrid's
+-- sg_event_id is unique too (it has been seen to change between retries, hence both).
+create table if not exists ops.message_events (
+    event_id            bigserial primary key,
+    provider            text not null check (provider in ('sendgrid', 'twilio')),
+    channel             text not null check (channel in ('sms', 'email')),
+    -- SendGrid: processed, delivered, deferred, bounce, dropped, spamreport, unsubscribe,
+    -- group_unsubscribe, open, click. Twilio: queued, sent, delivered, undelivered, failed;
+    -- inbound SMS: inbound_opt_out, inbound_opt_in, inbound (any other text).
+    event_type          text not null,
+    -- The message it is about (custom_args.outbox_id / ?outbox_id= of the status callback);
+    -- null for inbound SMS and for events of mail we did not send through the outbox.
+    outbox_id           bigint,
+    provider_message_id text,
+    provider_event_id   text,
+    -- The address the event concerns (recipient, or the sender of an inbound SMS).
+    address             text,
+    -- Bounce/drop reason, bounce type, Twilio error code, clicked URL: what explains the event.
+    reason              text,
+    -- The suppression change applied: opted_out, hard_bounce, spam_complaint, opt_in, or null.
+    suppression         text,
+    customers_affected  integer not null default 0,
+    occurred_at         timestamptz not null,
+    received_at         timestamptz not null default now(),
+    dedupe_key          text not null
+);
+create unique index if not exists message_events_dedupe_uq on ops.message_events (dedupe_key);
+create unique index if not exists message_events_provider_event_uq
+    on ops.message_events (provider, provider_event_id) where provider_event_id is not null;
+create index if not exists message_events_outbox_idx on ops.message_events (outbox_id);
+-- An opt-out or bounce applies to every customer the address was sent to.
+create index if not exists outbox_address_idx on ops.outbox (channel, lower(to_address));
