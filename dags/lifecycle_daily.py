@@ -2,7 +2,8 @@
 
 Wiring only: every task body is one call into the ``lifecycle`` package. The warehouse is the
 Airflow connection ``lifecycle_warehouse`` (a PostgreSQL URI); dbt gets it through Cosmos'
-profile mapping, the Python tasks through ``Connection.get``.
+profile mapping, the Python tasks through ``Connection.get``. ``validate_rules`` returns the
+phases as the dbt var ``lifecycle_phases``; the dbt tasks template it from that XCom.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from lifecycle.settings import get_settings
 CONN_ID = os.environ.get("LIFECYCLE_WAREHOUSE_CONN_ID", "lifecycle_warehouse")
 SETTINGS = get_settings()  # environment only: no database, network or files touched here
 CHANNELS = ["sms", "email"]
+# Rendered when a dbt task runs: validate_rules' XCom, the JSON lifecycle.dbt_vars generates.
+PHASES_FROM_VALIDATE_RULES = "{{ ti.xcom_pull(task_ids='validate_rules') }}"
 
 
 def _warehouse_url() -> str:
@@ -65,9 +68,10 @@ def _plan_date():
 def lifecycle_daily():
     @task
     def validate_rules() -> str:
-        from lifecycle.pipeline import validate_rules as validate
+        """The rules file's phases as the dbt var lifecycle_phases (small JSON, fine for XCom)."""
+        from lifecycle.pipeline import rules_for_dbt
 
-        return validate(SETTINGS).fingerprint()
+        return rules_for_dbt(SETTINGS)
 
     @task
     def prepare_warehouse() -> None:
@@ -92,7 +96,8 @@ def lifecycle_daily():
         ),
         render_config=RenderConfig(load_method=LoadMode.DBT_LS, test_behavior=TestBehavior.BUILD),
         operator_args={
-            "vars": {"as_of_date": "{{ ds }}"},
+            # The phases come from the rules file validated by this run (DESIGN.md #1).
+            "vars": {"as_of_date": "{{ ds }}", "lifecycle_phases": PHASES_FROM_VALIDATE_RULES},
             "install_deps": False,
             # A model's task runs the tests whose other parents are its ancestors (built
             # before it): a relationships test waits for the model that declares it.

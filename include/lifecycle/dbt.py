@@ -18,6 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from lifecycle.dbt_vars import phase_vars
+from lifecycle.rules import Rules, load_rules
 from lifecycle.settings import Settings, get_settings
 
 OUTPUT_TAIL_LINES = 60
@@ -71,22 +73,29 @@ def dbt_executable() -> Path:
     return Path(sys.executable).parent / "dbt"
 
 
-def _with_vars(args: list[str], as_of: datetime.date | None) -> list[str]:
-    """``args`` with as_of_date merged into their ``--vars`` (added when there is none)."""
-    if as_of is None:
+def _with_vars(
+    args: list[str], as_of: datetime.date | None, extra: dict[str, str] | None = None
+) -> list[str]:
+    """``args`` with as_of_date and ``extra`` merged into their ``--vars`` (added when none).
+
+    The values given here win over the same names in ``args``.
+    """
+    given = {**(extra or {})}
+    if as_of is not None:
+        given["as_of_date"] = as_of.isoformat()
+    if not given:
         return list(args)
     args = list(args)
-    as_of_vars = {"as_of_date": as_of.isoformat()}
     for i, arg in enumerate(args):
         if arg == "--vars" and i + 1 < len(args):
-            merged = {**(yaml.safe_load(args[i + 1]) or {}), **as_of_vars}
+            merged = {**(yaml.safe_load(args[i + 1]) or {}), **given}
             args[i + 1] = json.dumps(merged)
             return args
         if arg.startswith("--vars="):
-            merged = {**(yaml.safe_load(arg.split("=", 1)[1]) or {}), **as_of_vars}
+            merged = {**(yaml.safe_load(arg.split("=", 1)[1]) or {}), **given}
             args[i] = "--vars=" + json.dumps(merged)
             return args
-    return [*args, "--vars", json.dumps(as_of_vars)]
+    return [*args, "--vars", json.dumps(given)]
 
 
 def run_dbt(
@@ -96,11 +105,13 @@ def run_dbt(
     as_of: datetime.date | None = None,
     settings: Settings | None = None,
     target_path: Path | None = None,
+    dbt_vars: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``dbt <args>`` in the dbt project against ``url``; raise DbtError unless it succeeds.
 
-    ``as_of`` becomes the ``as_of_date`` var. ``target_path`` keeps dbt's artifacts and logs
-    apart from other runs of the same checkout (parallel tests, concurrent tasks).
+    ``as_of`` becomes the ``as_of_date`` var; ``dbt_vars`` are merged into ``--vars`` too.
+    ``target_path`` keeps dbt's artifacts and logs apart from other runs of the same checkout
+    (parallel tests, concurrent tasks).
     """
     settings = settings or get_settings()
     exe = dbt_executable()
@@ -110,7 +121,7 @@ def run_dbt(
     if target_path is not None:
         env["DBT_TARGET_PATH"] = str(target_path)
         env["DBT_LOG_PATH"] = str(target_path / "logs")
-    cmd = [str(exe), *_with_vars(args, as_of)]
+    cmd = [str(exe), *_with_vars(args, as_of, dbt_vars)]
     result = subprocess.run(
         cmd,
         cwd=settings.dbt_project_dir,
@@ -138,9 +149,31 @@ def build(
     *,
     settings: Settings | None = None,
     target_path: Path | None = None,
+    rules: Rules | None = None,
+    dbt_vars: dict[str, str] | None = None,
+    unit_tests: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """``dbt build`` (seeds, models, tests, unit tests) as of ``as_of``; ``select`` narrows it."""
+    """``dbt build`` (seeds, models, tests, unit tests) as of ``as_of``; ``select`` narrows it.
+
+    The phases reach dbt from the rules file (DESIGN.md #1): ``rules`` when given, else the
+    settings' rules file, loaded and validated here (RulesInvalid if it is broken).
+    ``dbt_vars`` add or override other vars. The phase unit tests pin the default rules'
+    windows (dbt_project.yml's generated default): ``unit_tests=False`` leaves them out, as
+    the daily runs do (DAG and ``lifecycle run``), so edited windows never fail a day.
+    """
+    settings = settings or get_settings()
+    if rules is None:
+        rules = load_rules(settings.rules_path)
     args = ["build"]
     if select:
         args += ["--select", *([select] if isinstance(select, str) else select)]
-    return run_dbt(url, args, as_of=as_of, settings=settings, target_path=target_path)
+    if not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
+    return run_dbt(
+        url,
+        args,
+        as_of=as_of,
+        settings=settings,
+        target_path=target_path,
+        dbt_vars={**phase_vars(rules), **(dbt_vars or {})},
+    )

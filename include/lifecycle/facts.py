@@ -49,6 +49,21 @@ FACT_COLUMNS: dict[str, FactType] = {
     "addon_purchases_last_30d": "integer",
     "cross_sell_purchases_last_90d": "integer",
     "lifetime_revenue": "numeric",
+    "renewal_membership_id": "text",
+    "gap_days_before_current": "integer",
+    "days_since_last_visit": "integer",
+    "addon_purchases_last_90d": "integer",
+    "cross_sell_purchases_last_30d": "integer",
+    "last_addon_purchase_on": "date",
+    "last_cross_sell_purchase_on": "date",
+    "lifetime_purchases": "integer",
+    "rfm_recency_days": "integer",
+    "rfm_frequency": "integer",
+    "rfm_monetary": "numeric",
+    "r_score": "integer",
+    "f_score": "integer",
+    "m_score": "integer",
+    "rfm_segment": "text",
 }
 
 # Contact columns are never offered to templates or conditions' samples in logs.

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import psycopg
 
 from lifecycle import dispatch as dispatch_mod
+from lifecycle.dbt_vars import VAR_NAME as PHASES_VAR
+from lifecycle.dbt_vars import phase_vars
 from lifecycle.planning import PlanReport, plan_day
 from lifecycle.rules import Rules, load_rules
 from lifecycle.settings import Settings, get_settings
@@ -28,6 +30,14 @@ def validate_rules(settings: Settings | None = None) -> Rules:
     """Load the rules file; raises RulesInvalid (every error, located) before anything runs."""
     settings = settings or get_settings()
     return load_rules(settings.rules_path)
+
+
+def rules_for_dbt(settings: Settings | None = None) -> str:
+    """Validate the rules file and return the ``lifecycle_phases`` dbt var (a JSON string).
+
+    The daily DAG's first task: its XCom is how the dbt tasks get the phases (DESIGN.md #1).
+    """
+    return phase_vars(validate_rules(settings))[PHASES_VAR]
 
 
 def plan(url: str, plan_date: date, settings: Settings | None = None) -> PlanReport:
@@ -89,11 +99,12 @@ def run_day(
     from lifecycle import dbt
 
     settings = settings or get_settings()
-    validate_rules(settings)
+    rules = validate_rules(settings)
     migrate(url)
     if build:
         with _run(url, plan_date, "dbt_build"):
-            dbt.build(url, plan_date, settings=settings)
+            # like the DAG: unit tests check model logic in CI, not each day's data
+            dbt.build(url, plan_date, settings=settings, rules=rules, unit_tests=False)
     planned = plan(url, plan_date, settings)
     sent = send_due(url, plan_date, clock=clock, settings=settings)
     return DayResult(planned, sent)

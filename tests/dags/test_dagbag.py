@@ -41,6 +41,18 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
     assert {"validate_rules", "prepare_warehouse"} <= upstream
     dispatch = dag.get_task("dispatch")
     assert "plan" in {t.task_id for t in dispatch.upstream_list}
-    # dbt builds as of the run's logical date
-    build = dag.get_task("dbt.customer_facts_model_build")
-    assert build.vars == {"as_of_date": "{{ ds }}"}
+    # dbt builds as of the run's logical date, with the phases validate_rules returned
+    # (DESIGN.md #1: the rules file, never a hand-kept copy)
+    phases_from_xcom = "{{ ti.xcom_pull(task_ids='validate_rules') }}"
+    for model in (
+        "customer_facts",
+        "customer_phase_eligibility",
+        "customer_lifecycle_history",
+        "metrics_phase_eligibility_monthly",
+    ):
+        build = dag.get_task(f"dbt.{model}_model_build")
+        assert build.vars == {"as_of_date": "{{ ds }}", "lifecycle_phases": phases_from_xcom}
+        assert "validate_rules" in {t.task_id for t in build.get_flat_relatives(upstream=True)}, (
+            model
+        )
+    assert "dbt.metrics_retention_monthly_model_build" in dbt_tasks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from lifecycle.dbt import DbtError, build, run_dbt
+from lifecycle.generator import generate
 from lifecycle.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,21 @@ CONTRACT = [
     ("addon_purchases_last_30d", "integer"),
     ("cross_sell_purchases_last_90d", "integer"),
     ("lifetime_revenue", "numeric(14,2)"),
+    ("renewal_membership_id", "text"),
+    ("gap_days_before_current", "integer"),
+    ("days_since_last_visit", "integer"),
+    ("addon_purchases_last_90d", "integer"),
+    ("cross_sell_purchases_last_30d", "integer"),
+    ("last_addon_purchase_on", "date"),
+    ("last_cross_sell_purchase_on", "date"),
+    ("lifetime_purchases", "integer"),
+    ("rfm_recency_days", "integer"),
+    ("rfm_frequency", "integer"),
+    ("rfm_monetary", "numeric(14,2)"),
+    ("r_score", "integer"),
+    ("f_score", "integer"),
+    ("m_score", "integer"),
+    ("rfm_segment", "text"),
 ]
 
 # Customers around the edges; times are UTC, the club's zone is Europe/Kyiv (UTC+3 in summer).
@@ -114,6 +130,12 @@ def _facts(url: str) -> dict[str, dict]:
     return {row["customer_id"]: row for row in rows}
 
 
+def _service_purchases(url: str) -> dict[tuple[str, str], dict]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        rows = conn.execute("select * from analytics.customer_service_purchases").fetchall()
+    return {(row["customer_id"], row["service"]): row for row in rows}
+
+
 def test_build_computes_customer_facts_from_raw_rows(fresh_db: str, tmp_path: Path) -> None:
     _load(fresh_db, RAW)
 
@@ -152,6 +174,16 @@ def test_build_computes_customer_facts_from_raw_rows(fresh_db: str, tmp_path: Pa
     assert nat["addon_purchases_last_30d"] == 1
     assert nat["cross_sell_purchases_since_purchase"] == 0
     assert nat["lifetime_revenue"] == Decimal("2150.00")
+    assert nat["renewal_membership_id"] == "nat-2"
+    assert nat["gap_days_before_current"] is None  # the first membership
+    assert nat["days_since_last_visit"] == 0
+    assert (nat["addon_purchases_last_90d"], nat["cross_sell_purchases_last_30d"]) == (1, 0)
+    assert nat["last_addon_purchase_on"] == date(2024, 6, 15)
+    assert nat["last_cross_sell_purchase_on"] is None  # the massage is after D
+    # two memberships (the renewal bought 29 June) and the solarium
+    assert nat["lifetime_purchases"] == 3
+    assert (nat["rfm_recency_days"], nat["rfm_frequency"]) == (1, 3)
+    assert nat["rfm_monetary"] == Decimal("2150.00")
 
     bad = facts["bad"]
     assert bad["phone"] == "+12345"
@@ -166,6 +198,14 @@ def test_build_computes_customer_facts_from_raw_rows(fresh_db: str, tmp_path: Pa
     assert bad["has_renewal"] is False
     assert (bad["memberships_total"], bad["visits_total"]) == (0, 0)
     assert bad["lifetime_revenue"] == Decimal("0.00")
+    assert bad["days_since_last_visit"] is None
+    assert (bad["lifetime_purchases"], bad["rfm_frequency"], bad["rfm_monetary"]) == (
+        0,
+        0,
+        Decimal("0.00"),
+    )
+    assert (bad["r_score"], bad["f_score"], bad["m_score"]) == (None, None, None)
+    assert bad["rfm_segment"] == "guest"
 
     intl = facts["intl"]
     assert intl["phone"] == "+12125550100"
@@ -179,6 +219,11 @@ def test_build_computes_customer_facts_from_raw_rows(fresh_db: str, tmp_path: Pa
     assert intl["cross_sell_purchases_last_90d"] == 1
     assert intl["cross_sell_purchases_since_purchase"] == 0
     assert intl["lifetime_revenue"] == Decimal("3305.00")
+    assert intl["cross_sell_purchases_last_30d"] == 0
+    assert intl["last_cross_sell_purchase_on"] == date(2024, 4, 15)
+    # a membership, the massage and the smoothie (a purchase, though in no category)
+    assert intl["lifetime_purchases"] == 3
+    assert (intl["rfm_recency_days"], intl["rfm_monetary"]) == (29, Decimal("3305.00"))
 
     zeros = facts["zeros"]
     assert zeros["phone"] == "+380677654321"
@@ -194,6 +239,57 @@ def test_build_computes_customer_facts_from_raw_rows(fresh_db: str, tmp_path: Pa
     assert zeros["visits_total"] == 1
     assert zeros["visits_last_90d"] == 0
     assert zeros["lifetime_revenue"] == Decimal("2400.00")
+    assert zeros["days_since_last_visit"] == 107
+    assert zeros["renewal_membership_id"] is None  # the later one is cancelled
+    assert zeros["lifetime_purchases"] == 1  # a cancelled membership is no purchase
+
+    # RFM over the three buyers (nat, intl, zeros): three rows make groups 1, 2 and 3.
+    # Recency: zeros bought longest ago, then intl, then nat. Frequency: zeros 1, nat and intl
+    # 3 each, a tie that shares the lower group. Monetary: nat 2150 < zeros 2400 < intl 3305.
+    scores = {c: (facts[c]["r_score"], facts[c]["f_score"], facts[c]["m_score"]) for c in facts}
+    assert scores == {
+        "nat": (3, 2, 1),
+        "intl": (2, 2, 3),
+        "zeros": (1, 1, 2),
+        "bad": (None, None, None),
+    }
+    segments = {c: facts[c]["rfm_segment"] for c in facts}
+    assert segments == {
+        "nat": "about_to_sleep",  # R 3, F 2
+        "intl": "hibernating",  # R 2, F 2
+        "zeros": "first_time_buyer",  # exactly one purchase, whatever the scores
+        "bad": "guest",
+    }
+
+
+def test_build_computes_service_purchases_from_raw_rows(fresh_db: str, tmp_path: Path) -> None:
+    _load(fresh_db, RAW)
+
+    build(fresh_db, as_of=AS_OF, target_path=tmp_path)
+
+    rows = _service_purchases(fresh_db)
+    # nat's massage is dated after D: no row; bad and zeros bought no service
+    assert set(rows) == {("nat", "solarium"), ("intl", "massage"), ("intl", "smoothie")}
+    solarium = rows[("nat", "solarium")]
+    assert solarium["category"] == "addon"
+    assert solarium["as_of_date"] == AS_OF
+    assert (solarium["first_purchased_on"], solarium["last_purchased_on"]) == (
+        date(2024, 6, 15),
+        date(2024, 6, 15),
+    )
+    assert solarium["purchases_total"] == 1
+    assert solarium["purchases_since_membership_purchase"] == 1  # nat-1 bought 10 June
+    assert (solarium["purchases_last_30d"], solarium["purchases_last_90d"]) == (1, 1)
+    assert solarium["amount_total"] == Decimal("150.00")
+    massage = rows[("intl", "massage")]
+    assert massage["category"] == "cross_sell"
+    # 15 April: 76 days before D, before intl-1 was bought on 30 April
+    assert massage["purchases_since_membership_purchase"] == 0
+    assert (massage["purchases_last_30d"], massage["purchases_last_90d"]) == (0, 1)
+    smoothie = rows[("intl", "smoothie")]
+    assert smoothie["category"] == "other"
+    # 1 June is D - 29: the first day of the 30-day window
+    assert (smoothie["purchases_last_30d"], smoothie["amount_total"]) == (1, Decimal("5.00"))
 
 
 def test_customer_facts_matches_its_contract_and_is_indexed(fresh_db: str, tmp_path: Path) -> None:
@@ -218,8 +314,14 @@ def test_customer_facts_matches_its_contract_and_is_indexed(fresh_db: str, tmp_p
             "where schemaname = 'analytics' and tablename = 'customer_facts'"
         ).fetchall()
     assert columns == CONTRACT
-    assert len(indexes) == 1
-    assert "UNIQUE INDEX" in indexes[0][0] and "(customer_id)" in indexes[0][0]
+    indexed = sorted(d.split(" USING btree ")[1] for (d,) in indexes)
+    assert indexed == [
+        "(customer_id)",
+        "(days_since_end)",
+        "(days_since_purchase)",
+        "(days_until_end)",
+    ]
+    assert sum("UNIQUE INDEX" in d for (d,) in indexes) == 1
 
     facts = _facts(fresh_db)
     assert set(facts) == {"nat", "bad", "intl", "zeros", "late"}
@@ -228,6 +330,9 @@ def test_customer_facts_matches_its_contract_and_is_indexed(fresh_db: str, tmp_p
     assert nat["as_of_date"] == date(2024, 7, 15)
     assert (nat["membership_id"], nat["days_since_purchase"]) == ("nat-2", 16)
     assert nat["has_renewal"] is False
+    assert nat["renewal_membership_id"] is None
+    # nat-1 ended 9 July, nat-2 started 10 July: renewed without a day's break
+    assert nat["gap_days_before_current"] == 0
     # the 1 July visit and massage now count
     assert nat["visits_total"] == 5
     assert nat["cross_sell_purchases_last_90d"] == 1
@@ -282,3 +387,80 @@ def test_club_timezone_follows_the_package_setting(fresh_db: str, tmp_path: Path
 
     compiled = next(tmp_path.rglob("compiled/**/stg_club__customers.sql")).read_text()
     assert "coalesce(time_zones.name, 'Europe/Warsaw') as timezone" in compiled
+
+
+def _snapshot(url: str) -> tuple[list, list]:
+    """int_visits_daily and customer_facts, every row, in a stable order."""
+    with psycopg.connect(url) as conn:
+        days = conn.execute(
+            "select customer_id, visit_date, visits_count, visits_cumulative "
+            "from analytics.int_visits_daily order by customer_id, visit_date"
+        ).fetchall()
+        facts = conn.execute(
+            "select * from analytics.customer_facts order by customer_id"
+        ).fetchall()
+    return days, facts
+
+
+def test_incremental_visits_equal_a_full_rebuild_and_past_days_rebuild_the_same(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    day = date(2025, 6, 30)
+    next_day = day + timedelta(days=1)
+    generate(1_500, date(2025, 1, 1), day, seed=7, url=fresh_db)
+    # cautious: not the tests of later models that merely reference these
+    args = ["build", "--select", "+customer_service_purchases", "+customer_facts"]
+    args += ["--indirect-selection", "cautious", "--exclude", "resource_type:unit_test"]
+    run_dbt(fresh_db, args, as_of=day, target_path=tmp_path)
+    _, facts_on_day = _snapshot(fresh_db)
+
+    # Visits after D (copies of D's UTC day two days later, under new ids: local dates D+1 to
+    # D+3 in every zone), then D rebuilt: later rows are in int_visits_daily now, but nothing
+    # dated after D counts.
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("set timezone = 'UTC'")
+        new = conn.execute(
+            """
+            insert into raw.visits (visit_id, customer_id, visited_at)
+            select visit_id || '-next', customer_id, visited_at + interval '2 days'
+            from raw.visits
+            where visited_at >= %(day)s::timestamptz and visited_at < %(next)s::timestamptz
+            """,
+            {"day": day, "next": next_day},
+        ).rowcount
+    assert new > 10
+    run_dbt(fresh_db, args, as_of=next_day, target_path=tmp_path)
+    run_dbt(fresh_db, args, as_of=day, target_path=tmp_path)
+    assert _snapshot(fresh_db)[1] == facts_on_day
+
+    # A late load: visits dated three days before D, and a correction moving visits of ten days
+    # ago five days later (same ids, new time). The incremental run equals a full rebuild.
+    with psycopg.connect(fresh_db) as conn:
+        late = conn.execute(
+            """
+            insert into raw.visits (visit_id, customer_id, visited_at)
+            select visit_id || '-late', customer_id, visited_at - interval '5 days'
+            from raw.visits where visit_id like '%-next' and abs(hashtext(visit_id)) % 3 = 0
+            """
+        ).rowcount
+        moved = conn.execute(
+            """
+            update raw.visits set visited_at = visited_at + interval '5 days', _loaded_at = now()
+            where visit_id in (
+                select visit_id from raw.visits
+                where visited_at >= %(from)s and visited_at < %(to)s
+                order by visit_id limit 5)
+            """,
+            {"from": day - timedelta(days=10), "to": day - timedelta(days=9)},
+        ).rowcount
+    assert late > 0 and moved == 5
+    run_dbt(fresh_db, args, as_of=next_day, target_path=tmp_path)
+    incremental = _snapshot(fresh_db)
+    with psycopg.connect(fresh_db) as conn:
+        counted, loaded = conn.execute(
+            "select (select sum(visits_count) from analytics.int_visits_daily), "
+            "(select count(*) from raw.visits)"
+        ).fetchone()
+    assert counted == loaded  # every visit, the late and the moved ones too, counted once
+    run_dbt(fresh_db, [*args, "--full-refresh"], as_of=next_day, target_path=tmp_path)
+    assert _snapshot(fresh_db) == incremental

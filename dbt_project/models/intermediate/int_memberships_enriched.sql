@@ -1,3 +1,5 @@
+{{ config(materialized='table', post_hook=["analyze {{ this }}"]) }}
+
 with
 
 memberships as (
@@ -64,7 +66,25 @@ ordered as (
                 starts_on desc,
                 purchased_on desc,
                 membership_id desc
-        ) as current_rank
+        ) as current_rank,
+        -- the renewal: the first kept membership starting later, in (starts_on, purchased_on,
+        -- membership_id) order, found as the least of those keys written as fixed-width text
+        min(
+            case when not is_cancelled then
+                to_char(starts_on, 'YYYYMMDD') || to_char(purchased_on, 'YYYYMMDD')
+                || membership_id
+            end collate "C"
+        ) over (
+            partition by customer_id
+            order by starts_on
+            range between interval '1 day' following and unbounded following
+        ) as next_kept_key,
+        -- the latest end among kept memberships that started before this one
+        max(ends_on) filter (where not is_cancelled) over (
+            partition by customer_id
+            order by starts_on
+            range between unbounded preceding and interval '1 day' preceding
+        ) as previous_kept_ends_on
     from flagged
 
 ),
@@ -87,6 +107,10 @@ final as (
         membership_status,
         -- renewed: another kept membership, bought by D, starts after this one
         coalesce(latest_kept_starts_on > starts_on, false) as has_renewal,
+        substr(next_kept_key, 17) as renewal_membership_id,
+        -- days no membership covered between the previous one's end and this start:
+        -- 0 = renewed seamlessly, negative = overlapping, null = no earlier kept membership
+        starts_on - previous_kept_ends_on - 1 as gap_days_before,
         current_rank = 1 as is_current
     from ordered
 

@@ -1,3 +1,7 @@
+{#- A table: int_customer_rfm, both marts and the tests read it; it joins every purchase to
+    its customer for the local date, once per build instead of once per reader. -#}
+{{ config(materialized='table', post_hook=["analyze {{ this }}"]) }}
+
 with
 
 purchases as (

@@ -1,9 +1,19 @@
 {%- set default_consent = var('default_consent') | string | lower | trim
     in ['true', 't', '1', 'yes', 'y', 'on'] -%}
 
-{#- The index is unnamed so PostgreSQL picks a free name: the copy dbt swaps out still holds
-    the previous one until the end of the run. -#}
-{{ config(post_hook=["create unique index on {{ this }} (customer_id)"]) }}
+{#- Indexes: the key, and the day counts phase conditions filter on by range. Unnamed so
+    PostgreSQL picks free names: the copy dbt swaps out holds the old ones until the run ends. -#}
+{{ config(post_hook=[
+    "create unique index on {{ this }} (customer_id)",
+    "create index on {{ this }} (days_since_purchase)",
+    "create index on {{ this }} (days_until_end)",
+    "create index on {{ this }} (days_since_end)",
+    "analyze {{ this }}",
+]) }}
+
+{#- CTEs read more than once are `not materialized`: PostgreSQL would otherwise compute each
+    once into a copy without indexes or statistics, which rules out parallel scans, the index
+    lookups into int_visits_daily and sensible join plans at a million customers. -#}
 
 with
 
@@ -19,13 +29,13 @@ consents as (
 
 ),
 
-memberships as (
+memberships as not materialized (
 
     select * from {{ ref('int_memberships_enriched') }}
 
 ),
 
-visits_daily as (
+visits_daily as not materialized (
 
     select * from {{ ref('int_visits_daily') }}
 
@@ -37,13 +47,19 @@ purchases as (
 
 ),
 
-as_of as (
+rfm as (
+
+    select * from {{ ref('int_customer_rfm') }}
+
+),
+
+as_of as not materialized (
 
     select {{ as_of_date() }} as as_of_date
 
 ),
 
-customers_on_as_of as (
+customers_on_as_of as not materialized (
 
     select
         customers.*,
@@ -65,7 +81,7 @@ consent_by_channel as (
 
 ),
 
-current_membership as (
+current_membership as not materialized (
 
     select * from memberships
     where is_current
@@ -84,39 +100,86 @@ membership_totals as (
 
 ),
 
-visit_totals as (
+last_visit as (
 
+    -- int_visits_daily keeps a running total per customer, so each count is one index lookup:
+    -- the total on the last visit day <= D minus the total before the window starts
     select
         customers_on_as_of.customer_id,
-        sum(visits_daily.visits_count) as visits_total,
-        sum(visits_daily.visits_count) filter (
-            where visits_daily.visit_date >= current_membership.purchased_on
-        ) as visits_since_purchase,
-        sum(visits_daily.visits_count) filter (
-            where visits_daily.visit_date >= customers_on_as_of.as_of_date - 6
-        ) as visits_last_7d,
-        sum(visits_daily.visits_count) filter (
-            where visits_daily.visit_date >= customers_on_as_of.as_of_date - 29
-        ) as visits_last_30d,
-        sum(visits_daily.visits_count) filter (
-            where visits_daily.visit_date >= customers_on_as_of.as_of_date - 89
-        ) as visits_last_90d,
-        max(visits_daily.visit_date) as last_visit_date
+        customers_on_as_of.as_of_date,
+        current_membership.purchased_on,
+        last_day.visit_date as last_visit_date,
+        last_day.visits_cumulative as visits_total
     from customers_on_as_of
-    inner join visits_daily
-        on
-            customers_on_as_of.customer_id = visits_daily.customer_id
-            and visits_daily.visit_date <= customers_on_as_of.as_of_date
     left join current_membership
         on customers_on_as_of.customer_id = current_membership.customer_id
-    group by customers_on_as_of.customer_id
+    left join lateral (
+        select
+            visits_daily.visit_date,
+            visits_daily.visits_cumulative
+        from visits_daily
+        where
+            visits_daily.customer_id = customers_on_as_of.customer_id
+            and visits_daily.visit_date <= customers_on_as_of.as_of_date
+        order by visits_daily.visit_date desc
+        limit 1
+    ) as last_day on true
+
+),
+
+visit_totals as (
+
+    -- a window's lookup runs only when the last visit falls inside it; else the count is 0
+    select
+        last_visit.customer_id,
+        last_visit.visits_total,
+        last_visit.last_visit_date,
+        case
+            when last_visit.last_visit_date >= last_visit.purchased_on
+                then last_visit.visits_total - coalesce(before_purchase.visits_cumulative, 0)
+            else 0
+        end as visits_since_purchase,
+        case
+            when last_visit.last_visit_date >= last_visit.as_of_date - 6
+                then last_visit.visits_total - coalesce(before_7d.visits_cumulative, 0)
+            else 0
+        end as visits_last_7d,
+        case
+            when last_visit.last_visit_date >= last_visit.as_of_date - 29
+                then last_visit.visits_total - coalesce(before_30d.visits_cumulative, 0)
+            else 0
+        end as visits_last_30d,
+        case
+            when last_visit.last_visit_date >= last_visit.as_of_date - 89
+                then last_visit.visits_total - coalesce(before_90d.visits_cumulative, 0)
+            else 0
+        end as visits_last_90d
+    from last_visit
+    {%- for name, start in [
+        ('before_purchase', 'last_visit.purchased_on'),
+        ('before_7d', 'last_visit.as_of_date - 6'),
+        ('before_30d', 'last_visit.as_of_date - 29'),
+        ('before_90d', 'last_visit.as_of_date - 89'),
+    ] %}
+    left join lateral (
+        select visits_daily.visits_cumulative
+        from visits_daily
+        where
+            last_visit.last_visit_date >= {{ start }}
+            and visits_daily.customer_id = last_visit.customer_id
+            and visits_daily.visit_date < {{ start }}
+        order by visits_daily.visit_date desc
+        limit 1
+    ) as {{ name }} on true
+    {%- endfor %}
 
 ),
 
 purchase_totals as (
 
+    -- purchases of customers who do not exist on D drop out in the join below
     select
-        customers_on_as_of.customer_id,
+        purchases.customer_id,
         count(*) filter (
             where
                 purchases.category = 'addon'
@@ -130,22 +193,34 @@ purchase_totals as (
         count(*) filter (
             where
                 purchases.category = 'addon'
-                and purchases.purchase_date >= customers_on_as_of.as_of_date - 29
+                and purchases.purchase_date >= as_of.as_of_date - 29
         ) as addon_purchases_last_30d,
         count(*) filter (
             where
+                purchases.category = 'addon'
+                and purchases.purchase_date >= as_of.as_of_date - 89
+        ) as addon_purchases_last_90d,
+        count(*) filter (
+            where
                 purchases.category = 'cross_sell'
-                and purchases.purchase_date >= customers_on_as_of.as_of_date - 89
+                and purchases.purchase_date >= as_of.as_of_date - 29
+        ) as cross_sell_purchases_last_30d,
+        count(*) filter (
+            where
+                purchases.category = 'cross_sell'
+                and purchases.purchase_date >= as_of.as_of_date - 89
         ) as cross_sell_purchases_last_90d,
+        max(purchases.purchase_date) filter (where purchases.category = 'addon')
+            as last_addon_purchase_on,
+        max(purchases.purchase_date) filter (where purchases.category = 'cross_sell')
+            as last_cross_sell_purchase_on,
         sum(purchases.amount) as purchase_revenue
-    from customers_on_as_of
-    inner join purchases
-        on
-            customers_on_as_of.customer_id = purchases.customer_id
-            and purchases.purchase_date <= customers_on_as_of.as_of_date
+    from purchases
+    cross join as_of
     left join current_membership
-        on customers_on_as_of.customer_id = current_membership.customer_id
-    group by customers_on_as_of.customer_id
+        on purchases.customer_id = current_membership.customer_id
+    where purchases.purchase_date <= as_of.as_of_date
+    group by purchases.customer_id
 
 ),
 
@@ -171,6 +246,8 @@ joined as (
         current_membership.ends_on,
         current_membership.membership_status,
         current_membership.has_renewal,
+        current_membership.renewal_membership_id,
+        current_membership.gap_days_before as gap_days_before_current,
         membership_totals.memberships_total,
         membership_totals.has_active_membership,
         membership_totals.membership_revenue,
@@ -184,7 +261,18 @@ joined as (
         purchase_totals.cross_sell_purchases_since_purchase,
         purchase_totals.addon_purchases_last_30d,
         purchase_totals.cross_sell_purchases_last_90d,
-        purchase_totals.purchase_revenue
+        purchase_totals.addon_purchases_last_90d,
+        purchase_totals.cross_sell_purchases_last_30d,
+        purchase_totals.last_addon_purchase_on,
+        purchase_totals.last_cross_sell_purchase_on,
+        purchase_totals.purchase_revenue,
+        rfm.lifetime_purchases,
+        rfm.rfm_recency_days,
+        rfm.rfm_frequency,
+        rfm.rfm_monetary,
+        rfm.r_score,
+        rfm.f_score,
+        rfm.m_score
     from customers_on_as_of
     left join consent_by_channel
         on customers_on_as_of.customer_id = consent_by_channel.customer_id
@@ -196,6 +284,8 @@ joined as (
         on customers_on_as_of.customer_id = visit_totals.customer_id
     left join purchase_totals
         on customers_on_as_of.customer_id = purchase_totals.customer_id
+    left join rfm
+        on customers_on_as_of.customer_id = rfm.customer_id
 
 ),
 
@@ -244,7 +334,24 @@ final as (
         cast(coalesce(cross_sell_purchases_last_90d, 0) as integer)
             as cross_sell_purchases_last_90d,
         cast(coalesce(membership_revenue, 0) + coalesce(purchase_revenue, 0) as numeric(14, 2))
-            as lifetime_revenue
+            as lifetime_revenue,
+        cast(renewal_membership_id as text) as renewal_membership_id,
+        cast(gap_days_before_current as integer) as gap_days_before_current,
+        cast(as_of_date - last_visit_date as integer) as days_since_last_visit,
+        cast(coalesce(addon_purchases_last_90d, 0) as integer) as addon_purchases_last_90d,
+        cast(coalesce(cross_sell_purchases_last_30d, 0) as integer)
+            as cross_sell_purchases_last_30d,
+        cast(last_addon_purchase_on as date) as last_addon_purchase_on,
+        cast(last_cross_sell_purchase_on as date) as last_cross_sell_purchase_on,
+        cast(coalesce(lifetime_purchases, 0) as integer) as lifetime_purchases,
+        cast(rfm_recency_days as integer) as rfm_recency_days,
+        cast(coalesce(rfm_frequency, 0) as integer) as rfm_frequency,
+        cast(coalesce(rfm_monetary, 0) as numeric(14, 2)) as rfm_monetary,
+        cast(r_score as integer) as r_score,
+        cast(f_score as integer) as f_score,
+        cast(m_score as integer) as m_score,
+        cast({{ rfm_segment('r_score', 'f_score', 'lifetime_purchases') }} as text)
+            as rfm_segment
     from joined
 
 )

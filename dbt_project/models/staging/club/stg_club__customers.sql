@@ -5,6 +5,16 @@
     ) }}
 {%- endif -%}
 
+{#-
+    A table, unlike the other staging models: the regular expressions and the time zone lookup
+    cost seconds per million customers, and the intermediate models, the marts and a dozen
+    tests read it on every build; computed once per build instead of once per reader.
+-#}
+{{ config(materialized='table', post_hook=[
+    "create unique index on {{ this }} (customer_id)",
+    "analyze {{ this }}",
+]) }}
+
 with
 
 source as (
@@ -42,7 +52,8 @@ cleaned as (
             ''
         ) as phone_digits,
         nullif(trim(timezone), '') as timezone_raw,
-        created_at
+        created_at,
+        _loaded_at
     from source
 
 ),
@@ -97,7 +108,9 @@ final as (
         timezone_raw,
         timezone,
         created_at,
-        {{ local_date('created_at', 'timezone') }} as customer_since
+        {{ local_date('created_at', 'timezone') }} as customer_since,
+        -- when the row was last (re)loaded: a changed time zone moves local visit dates
+        _loaded_at
     from timezone_resolved
 
 )

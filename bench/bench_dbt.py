@@ -1,0 +1,204 @@
+"""Benchmark: the dbt build on a generated club, full and then incremental, at several sizes.
+
+For each size: generate the club into a fresh database (``generate(url=...)``), run
+``dbt build --full-refresh`` as of the last generated day (models, seeds and data tests; no
+unit tests), then load one more day (that day's visits, memberships and service purchases,
+copied from the last generated day under new ids, plus a share of those visits dated three
+days earlier, as a late load would bring them) and run the daily incremental ``dbt build`` as
+of that day. Prints rows and seconds per model (from target/run_results.json) and totals;
+measures, asserts nothing.
+
+    .venv/bin/python bench/bench_dbt.py --sizes 10k,100k,1M
+
+``--start`` sets the first generated day and with it the visit history: the default
+(2019-07-01 to 2026-06-30, seven years) gives about 100 visits per customer, ~100M visits at
+1M customers. Databases are created on the embedded server (or LIFECYCLE_WAREHOUSE_URL's) and
+dropped afterwards unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+
+from lifecycle.dbt import run_dbt
+from lifecycle.generator import generate
+from lifecycle.warehouse import migrate, resolve_url
+
+LATE_SHARE = 0.05  # of the new day's visits, how many are dated three days earlier instead
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("km")) * factor)
+
+
+def label(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000}k"
+    return str(n)
+
+
+def load_next_day(url: str, day: date) -> dict[str, int]:
+    """Load ``day`` as the club's daily export would: copies of the day before under new ids."""
+    before = day - timedelta(days=1)
+    suffix = f"-{day:%Y%m%d}"
+    with psycopg.connect(url) as conn:
+        conn.execute("set local timezone = 'UTC'")
+        visits = conn.execute(
+            """
+            insert into raw.visits (visit_id, customer_id, visited_at)
+            select visit_id || %(suffix)s, customer_id,
+                   visited_at + case when abs(hashtext(visit_id)) %% 100 < %(late)s
+                                     then interval '-2 days' else interval '1 day' end
+            from raw.visits
+            where visited_at >= %(before)s::timestamptz - interval '12 hours'
+              and visited_at < %(day)s::timestamptz - interval '12 hours'
+            """,
+            {"suffix": suffix, "late": int(LATE_SHARE * 100), "before": before, "day": day},
+        ).rowcount
+        memberships = conn.execute(
+            """
+            insert into raw.memberships
+              (membership_id, customer_id, product, purchased_on, starts_on, ends_on, price, status)
+            select membership_id || %(suffix)s, customer_id, product, purchased_on + 1,
+                   starts_on + 1, ends_on + 1, price, status
+            from raw.memberships
+            where purchased_on = %(before)s
+            """,
+            {"suffix": suffix, "before": before},
+        ).rowcount
+        purchases = conn.execute(
+            """
+            insert into raw.purchases (purchase_id, customer_id, service, purchased_at, amount)
+            select purchase_id || %(suffix)s, customer_id, service,
+                   purchased_at + interval '1 day', amount
+            from raw.purchases
+            where purchased_at >= %(before)s::timestamptz - interval '12 hours'
+              and purchased_at < %(day)s::timestamptz - interval '12 hours'
+            """,
+            {"suffix": suffix, "before": before, "day": day},
+        ).rowcount
+    return {"visits": visits, "memberships": memberships, "purchases": purchases}
+
+
+def results(target: Path) -> dict:
+    return json.loads((target / "run_results.json").read_text())
+
+
+def node_name(unique_id: str) -> str:
+    kind, _, rest = unique_id.split(".", 2)
+    return f"{kind} {rest}"
+
+
+def report(title: str, run: dict, wall: float) -> dict[str, float]:
+    rows = run["results"]
+    models = [r for r in rows if r["unique_id"].split(".")[0] in ("model", "seed")]
+    tests = [r for r in rows if r["unique_id"].split(".")[0] == "test"]
+    print(f"  {title}: dbt wall {wall:.1f} s (dbt's own elapsed {run['elapsed_time']:.1f} s)")
+    print(f"    {'model':<44}{'rows':>13}{'s':>8}")
+    for r in sorted(models, key=lambda r: -r["execution_time"]):
+        affected = (r.get("adapter_response") or {}).get("rows_affected")
+        shown = f"{affected:,}" if isinstance(affected, int) and affected >= 0 else "-"
+        print(f"    {node_name(r['unique_id']):<44}{shown:>13}{r['execution_time']:8.1f}")
+    model_s = sum(r["execution_time"] for r in models)
+    test_s = sum(r["execution_time"] for r in tests)
+    slow = sorted(tests, key=lambda r: -r["execution_time"])[:5]
+    print(
+        f"    models {model_s:.1f} s; {len(tests)} data tests {test_s:.1f} s, slowest: "
+        + ", ".join(f"{r['unique_id'].split('.')[2]} {r['execution_time']:.1f}" for r in slow)
+    )
+    return {"wall": wall, "models": model_s, "tests": test_s}
+
+
+def build(url: str, as_of: date, target: Path, full_refresh: bool) -> tuple[dict, float]:
+    args = ["build", "--exclude", "resource_type:unit_test"]
+    if full_refresh:
+        args.append("--full-refresh")
+    began = time.perf_counter()
+    run_dbt(url, args, as_of=as_of, target_path=target)
+    return results(target), time.perf_counter() - began
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="10k,100k", help="customers per run, e.g. 10k,100k,1M")
+    ap.add_argument("--start", type=date.fromisoformat, default=date(2019, 7, 1))
+    ap.add_argument("--end", type=date.fromisoformat, default=date(2026, 6, 30))
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--keep", action="store_true", help="keep the databases (named in output)")
+    args = ap.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+
+    server = resolve_url()
+    with psycopg.connect(server) as conn:
+        pg = conn.execute("show server_version").fetchone()[0]
+    print(
+        f"machine: {os.cpu_count()} cores (nproc), {platform.machine()}, "
+        f"Python {platform.python_version()}, PostgreSQL {pg}, {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"period {args.start}..{args.end}, seed {args.seed}; full build as of {args.end}, "
+        f"incremental as of {args.end + timedelta(days=1)}\n"
+    )
+
+    admin = server.rsplit("/", 1)[0] + "/postgres"
+    summary = []
+    for n in sizes:
+        name = f"bench_dbt_{label(n).lower()}_{uuid.uuid4().hex[:6]}"
+        url = server.rsplit("/", 1)[0] + "/" + name
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        try:
+            migrate(url)
+            gen = generate(n, args.start, args.end, args.seed, url=url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("vacuum analyze")
+            print(
+                f"== {label(n)} customers ({name}): "
+                + ", ".join(f"{k.removesuffix('.csv')} {v:,}" for k, v in gen.rows.items())
+                + f"; generated and loaded in {gen.seconds:.0f} s"
+            )
+            with tempfile.TemporaryDirectory(prefix="bench_dbt_") as tmp:
+                target = Path(tmp)
+                run, wall = build(url, args.end, target, full_refresh=True)
+                full = report(f"full build as of {args.end}", run, wall)
+                day = args.end + timedelta(days=1)
+                loaded = load_next_day(url, day)
+                print(f"  loaded {day}: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
+                run, wall = build(url, day, target, full_refresh=False)
+                incremental = report(f"incremental build as of {day}", run, wall)
+            summary.append((n, gen.rows["visits.csv"], full, incremental))
+            print()
+        finally:
+            if not args.keep:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f'drop database if exists "{name}" with (force)')
+
+    print(
+        "| customers | visits | full build s (models / tests) | incremental build s "
+        "(models / tests) |"
+    )
+    print("|---:|---:|---:|---:|")
+    for n, visits, full, inc in summary:
+        print(
+            f"| {n:,} | {visits:,} | {full['wall']:.0f} ({full['models']:.0f} / "
+            f"{full['tests']:.0f}) | {inc['wall']:.0f} ({inc['models']:.0f} / "
+            f"{inc['tests']:.0f}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+{#- Retention, churn, repeat purchases, LTV and dead contacts per calendar month and club, from
+    the membership and purchase history as recorded on D (var as_of_date). Every definition is
+    in _metrics__models.yml and the README. The month of D is measured up to D. -#}
+
+with
+
+customer_facts as (
+
+    select * from {{ ref('customer_facts') }}
+
+),
+
+memberships as (
+
+    select * from {{ ref('stg_club__memberships') }}
+
+),
+
+purchases as (
+
+    select * from {{ ref('int_purchases_classified') }}
+
+),
+
+as_of as (
+
+    select {{ as_of_date() }} as as_of_date
+
+),
+
+-- the customers existing on D and their club (customer_facts is a table: cheaper than staging)
+customers as (
+
+    select
+        customer_id,
+        club_id
+    from customer_facts
+
+),
+
+-- memberships that count: not cancelled, bought by D
+kept_memberships as (
+
+    select
+        memberships.customer_id,
+        customers.club_id,
+        memberships.purchased_on,
+        memberships.starts_on,
+        memberships.ends_on,
+        memberships.price
+    from memberships
+    inner join customers
+        on memberships.customer_id = customers.customer_id
+    cross join as_of
+    where
+        not memberships.is_cancelled
+        and memberships.purchased_on <= as_of.as_of_date
+
+),
+
+-- every purchase up to D: kept memberships on their purchase day, and service purchases
+all_purchases as (
+
+    select
+        customer_id,
+        club_id,
+        purchased_on as purchase_date,
+        price as amount
+    from kept_memberships
+
+    union all
+
+    select
+        purchases.customer_id,
+        customers.club_id,
+        purchases.purchase_date,
+        purchases.amount
+    from purchases
+    inner join customers
+        on purchases.customer_id = customers.customer_id
+    cross join as_of
+    where purchases.purchase_date <= as_of.as_of_date
+
+),
+
+months as (
+
+    select
+        cast(month_start as date) as month,
+        cast(least(month_start + interval '1 month' - interval '1 day', as_of.as_of_date) as date)
+            as period_end,
+        month_start + interval '1 month' - interval '1 day' <= as_of.as_of_date as is_complete
+    from as_of
+    cross join generate_series(
+        (select date_trunc('month', min(purchase_date)) from all_purchases),
+        date_trunc('month', (select as_of_date from as_of)),
+        interval '1 month'
+    ) as month_start
+
+),
+
+clubs as (
+
+    select distinct club_id from customers
+
+),
+
+-- per customer and month: a membership held on the first day (S) / on the period end (E)
+member_months as (
+
+    select
+        kept_memberships.customer_id,
+        kept_memberships.club_id,
+        months.month,
+        months.period_end,
+        bool_or(
+            kept_memberships.starts_on <= months.month
+            and kept_memberships.ends_on >= months.month
+        ) as at_start,
+        bool_or(
+            kept_memberships.starts_on <= months.period_end
+            and kept_memberships.ends_on >= months.period_end
+        ) as at_end
+    from kept_memberships
+    inner join months
+        on
+            kept_memberships.starts_on <= months.period_end
+            and kept_memberships.ends_on >= months.month
+    group by 1, 2, 3, 4
+
+),
+
+-- in S, not in E, and no membership bought by the period end that starts after it
+churned as (
+
+    select
+        member_months.month,
+        member_months.club_id,
+        count(*) as churned_customers
+    from member_months
+    where
+        member_months.at_start
+        and not member_months.at_end
+        and not exists (
+            select 1 from kept_memberships as renewal
+            where
+                renewal.customer_id = member_months.customer_id
+                and renewal.purchased_on <= member_months.period_end
+                and renewal.starts_on > member_months.period_end
+        )
+    group by 1, 2
+
+),
+
+held as (
+
+    select
+        month,
+        club_id,
+        count(*) filter (where at_start) as customers_start,
+        count(*) filter (where at_end) as customers_end,
+        count(*) filter (where at_start and at_end) as retained_customers
+    from member_months
+    group by 1, 2
+
+),
+
+-- N: the first membership starts after the month's first day, by the period end
+new_customers as (
+
+    select
+        months.month,
+        firsts.club_id,
+        count(*) as new_customers
+    from (
+        select
+            customer_id,
+            min(club_id) as club_id,
+            min(starts_on) as first_starts_on
+        from kept_memberships
+        group by customer_id
+    ) as firsts
+    inner join months
+        on
+            firsts.first_starts_on > months.month
+            and firsts.first_starts_on <= months.period_end
+    group by 1, 2
+
+),
+
+-- each customer's first and second purchase, for the repeat purchase rate
+purchase_order as (
+
+    select
+        club_id,
+        purchase_date,
+        row_number() over (
+            partition by customer_id order by purchase_date
+        ) as purchase_number
+    from all_purchases
+
+),
+
+buyers_by_month as (
+
+    select
+        club_id,
+        cast(date_trunc('month', purchase_date) as date) as month,
+        count(*) filter (where purchase_number = 1) as first_purchases,
+        count(*) filter (where purchase_number = 2) as second_purchases
+    from purchase_order
+    where purchase_number <= 2
+    group by 1, 2
+
+),
+
+purchases_by_month as (
+
+    select
+        club_id,
+        cast(date_trunc('month', purchase_date) as date) as month,
+        count(*) as purchases,
+        sum(amount) as revenue
+    from all_purchases
+    group by 1, 2
+
+),
+
+dead_contacts as (
+
+    select
+        club_id,
+        cast(date_trunc('month', as_of_date) as date) as month,
+        count(*) as customers_on_as_of,
+        count(*) filter (where not sms_contactable and not email_contactable) as dead_contacts
+    from customer_facts
+    group by 1, 2
+
+),
+
+counts as (
+
+    select
+        months.month,
+        clubs.club_id,
+        months.period_end,
+        months.is_complete,
+        months.period_end - months.month + 1 as days_measured,
+        coalesce(held.customers_start, 0) as customers_start,
+        coalesce(held.customers_end, 0) as customers_end,
+        coalesce(new_customers.new_customers, 0) as new_customers,
+        coalesce(held.retained_customers, 0) as retained_customers,
+        coalesce(churned.churned_customers, 0) as churned_customers,
+        coalesce(buyers_by_month.first_purchases, 0) as first_purchases,
+        coalesce(buyers_by_month.second_purchases, 0) as second_purchases,
+        coalesce(purchases_by_month.purchases, 0) as purchases,
+        coalesce(purchases_by_month.revenue, 0) as revenue,
+        dead_contacts.customers_on_as_of,
+        dead_contacts.dead_contacts
+    from months
+    cross join clubs
+    left join held
+        on months.month = held.month and clubs.club_id = held.club_id
+    left join new_customers
+        on months.month = new_customers.month and clubs.club_id = new_customers.club_id
+    left join churned
+        on months.month = churned.month and clubs.club_id = churned.club_id
+    left join buyers_by_month
+        on months.month = buyers_by_month.month and clubs.club_id = buyers_by_month.club_id
+    left join purchases_by_month
+        on
+            months.month = purchases_by_month.month
+            and clubs.club_id = purchases_by_month.club_id
+    left join dead_contacts
+        on months.month = dead_contacts.month and clubs.club_id = dead_contacts.club_id
+
+),
+
+windowed as (
+
+    select
+        *,
+        sum(first_purchases) over to_date as buyers,
+        sum(second_purchases) over to_date as repeat_buyers,
+        sum(revenue) over to_date as revenue_to_date,
+        sum(purchases) over last_12 as purchases_12m,
+        sum(revenue) over last_12 as revenue_12m,
+        sum(churned_customers) over last_12 as churned_12m,
+        -- members in a month: the mean of S and E
+        avg((customers_start + customers_end) / 2.0) over last_12 as avg_members_12m,
+        sum(days_measured) over last_12 as days_12m
+    from counts
+    window
+        to_date as (partition by club_id order by month rows unbounded preceding),
+        last_12 as (partition by club_id order by month rows 11 preceding)
+
+),
+
+rates as (
+
+    select
+        *,
+        revenue_12m / nullif(purchases_12m, 0) as avg_purchase_value,
+        purchases_12m / nullif(avg_members_12m, 0) * 365.25 / days_12m as purchases_per_year,
+        churned_12m / nullif(avg_members_12m, 0) * 365.25 / days_12m as annual_churn_rate
+    from windowed
+
+),
+
+final as (
+
+    select
+        cast(month as date) as month,
+        cast(club_id as text) as club_id,
+        cast(period_end as date) as period_end,
+        cast(is_complete as boolean) as is_complete,
+        cast(customers_start as integer) as customers_start,
+        cast(customers_end as integer) as customers_end,
+        cast(new_customers as integer) as new_customers,
+        cast(retained_customers as integer) as retained_customers,
+        cast(round((customers_end - new_customers) / nullif(customers_start, 0.0), 4)
+            as numeric(8, 4)) as crr,
+        cast(churned_customers as integer) as churned_customers,
+        cast(round(churned_customers / nullif(customers_start, 0.0), 4) as numeric(8, 4))
+            as churn_rate,
+        cast(buyers as integer) as buyers,
+        cast(repeat_buyers as integer) as repeat_buyers,
+        cast(round(repeat_buyers / nullif(buyers, 0.0), 4) as numeric(8, 4))
+            as repeat_purchase_rate,
+        cast(purchases as integer) as purchases,
+        cast(revenue as numeric(16, 2)) as revenue,
+        cast(revenue_to_date as numeric(16, 2)) as revenue_to_date,
+        cast(round(revenue_to_date / nullif(buyers, 0), 2) as numeric(14, 2))
+            as realised_revenue_per_customer,
+        cast(round(avg_purchase_value, 2) as numeric(14, 2)) as avg_purchase_value,
+        cast(round(purchases_per_year, 4) as numeric(10, 4)) as purchases_per_year,
+        cast(round(annual_churn_rate, 4) as numeric(10, 4)) as annual_churn_rate,
+        -- the expected lifespan of a member: 1 / annual churn
+        cast(round(1 / nullif(annual_churn_rate, 0), 4) as numeric(10, 4))
+            as avg_retention_years,
+        cast(round(avg_purchase_value * purchases_per_year / nullif(annual_churn_rate, 0), 2)
+            as numeric(14, 2)) as ltv,
+        cast(customers_on_as_of as integer) as customers_on_as_of,
+        cast(dead_contacts as integer) as dead_contacts,
+        cast(round(dead_contacts / nullif(customers_on_as_of, 0.0), 4) as numeric(8, 4))
+            as dead_contacts_share
+    from rates
+
+)
+
+select * from final

@@ -1,0 +1,169 @@
+"""The lifecycle_phases dbt var: generated from the rules file, checked in as dbt's default."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from lifecycle.dbt import _with_vars
+from lifecycle.dbt_vars import (
+    VAR_NAME,
+    phase_config,
+    phase_vars,
+    render_condition,
+    rewrite_dbt_project,
+)
+from lifecycle.pipeline import rules_for_dbt
+from lifecycle.rules import load_rules, parse_rules
+from lifecycle.settings import Settings
+
+PROJECT = Path(__file__).resolve().parents[2]
+RULES = PROJECT / "include" / "rules" / "phases.yml"
+DBT_PROJECT = PROJECT / "dbt_project" / "dbt_project.yml"
+
+ODD_RULES = """
+version: 1
+phases:
+  - name: retention
+    priority: 2
+    audience:
+      all:
+        - {field: product, in: ["gym's 12m", "a,b", "NULL", "{{ x }}", 'back\\slash', "50%s"]}
+        - {field: membership_status, ne: "it's"}
+        - {field: has_renewal, eq: false}
+        - {field: lifetime_revenue, gte: 1200.5}
+        - {field: ends_on, is_null: false}
+        - not: {field: days_until_end, between: [14, 45]}
+    channels: [sms]
+    steps:
+      - offer: {code: renew, title: "renew"}
+        templates: {sms: "hi"}
+  - name: cross_sell
+    priority: 4
+    audience:
+      all:
+        - {field: days_since_purchase, gt: 90}
+        - not: {bought_service: {service: massage, within_days: 90}}
+    channels: [sms]
+    steps:
+      - offer: {code: spa, title: "spa"}
+        templates: {sms: "hi"}
+  - name: activation
+    enabled: false
+    priority: 1
+    audience: {field: days_since_purchase, between: [20, 30]}
+    channels: [sms]
+    steps:
+      - offer: {code: intro, title: "intro"}
+        templates: {sms: "hi"}
+"""
+
+
+def test_checked_in_default_equals_the_rules_file():
+    checked_in = yaml.safe_load(DBT_PROJECT.read_text())["vars"][VAR_NAME]
+    generated = phase_vars(load_rules(RULES))[VAR_NAME]
+    assert json.loads(checked_in) == json.loads(generated), (
+        "dbt_project/dbt_project.yml's lifecycle_phases is stale: include/rules/phases.yml "
+        "changed. Regenerate it with `.venv/bin/python -m lifecycle.dbt_vars` and commit "
+        "dbt_project/dbt_project.yml with the rules change."
+    )
+
+
+def test_every_enabled_step_in_priority_order_with_its_condition():
+    config = phase_config(load_rules(RULES))
+    assert [
+        (p["name"], p["priority"], [s["step"] for s in p["steps"]]) for p in config["phases"]
+    ] == [
+        ("activation", 1, [1]),
+        ("retention", 2, [1]),
+        ("stimulation", 3, [1]),
+        ("cross_sell", 4, [1]),
+        ("return", 5, [1, 2, 3]),
+    ]
+    activation = config["phases"][0]["steps"][0]["condition"]
+    assert activation == (
+        '("days_since_purchase" between 20 and 30'
+        " and not coalesce(\"membership_status\" = any('{cancelled}'), false)"
+        ' and "visits_since_purchase" = 0)'
+    )
+    return_2 = config["phases"][4]["steps"][1]["condition"]
+    assert '"days_since_end" between 60 and 89' in return_2
+    assert "%s" not in json.dumps(config)
+
+
+def test_values_become_escaped_literals_and_disabled_phases_are_left_out():
+    rules = parse_rules(ODD_RULES, "odd.yml")
+    config = phase_config(rules)
+    assert [p["name"] for p in config["phases"]] == ["retention", "cross_sell"]
+    condition = config["phases"][0]["steps"][0]["condition"]
+    assert condition == render_condition(rules.phases[0].steps[0].condition)
+    assert '"product" = any(E\'{"gym\'\'s 12m","a,b","NULL","{{ x }}",' in condition
+    # a '%s' inside a value is data, not a placeholder
+    assert '"back\\\\\\\\slash",50%s}\')' in condition
+    assert "\"membership_status\" <> 'it''s'" in condition
+    assert '"has_renewal" = false' in condition
+    assert '"lifetime_revenue" >= 1200.5' in condition
+    assert '"ends_on" is not null' in condition
+    assert 'not coalesce("days_until_end" between 14 and 45, false)' in condition
+
+
+def test_var_json_has_no_jinja_delimiters_and_survives_cosmos_yaml():
+    rules = parse_rules(ODD_RULES, "odd.yml")
+    value = phase_vars(rules)[VAR_NAME]
+    # dbt renders dbt_project.yml vars as Jinja: no '{{', '{%' or '{#' may reach it
+    assert not any(d in value for d in ("{{", "{%", "{#", "}}"))
+    assert json.loads(value) == phase_config(rules)
+    # Cosmos passes operator vars to dbt as yaml.dump(vars)
+    assert yaml.safe_load(yaml.dump({VAR_NAME: value}))[VAR_NAME] == value
+
+
+def test_rewrite_dbt_project_replaces_only_the_generated_block(tmp_path):
+    project = tmp_path / "dbt_project.yml"
+    shutil.copy(DBT_PROJECT, project)
+    before = project.read_text()
+    edited = parse_rules(RULES.read_text().replace("between: [20, 30]", "between: [21, 30]"))
+
+    assert rewrite_dbt_project(project, edited) is True
+    after = project.read_text()
+    loaded = yaml.safe_load(after)
+    assert json.loads(loaded["vars"][VAR_NAME]) == phase_config(edited)
+    assert loaded["vars"]["club_timezone"] == yaml.safe_load(before)["vars"]["club_timezone"]
+    assert before.split("# BEGIN generated")[0] == after.split("# BEGIN generated")[0]
+    assert before.split("# END generated")[1] == after.split("# END generated")[1]
+    assert rewrite_dbt_project(project, edited) is False
+
+
+def test_the_dag_and_the_cli_pass_the_settings_rules_file(tmp_path):
+    rules_file = tmp_path / "phases.yml"
+    rules_file.write_text(RULES.read_text().replace("between: [60, 90]", "between: [61, 90]"))
+    settings = Settings(rules_file=rules_file)
+    value = rules_for_dbt(settings)
+    assert value == phase_vars(load_rules(rules_file))[VAR_NAME]
+    stimulation = json.loads(value)["phases"][2]
+    assert stimulation["name"] == "stimulation"
+    assert '"days_since_purchase" between 61 and 90' in stimulation["steps"][0]["condition"]
+
+
+def test_extra_vars_merge_into_the_dbt_command():
+    args = _with_vars(["build", "--vars", "{default_consent: false}"], None, {VAR_NAME: "{}"})
+    assert json.loads(args[2]) == {"default_consent": False, VAR_NAME: "{}"}
+    args = _with_vars(["build"], None, {VAR_NAME: "{}"})
+    assert args == ["build", "--vars", json.dumps({VAR_NAME: "{}"})]
+
+
+def test_a_relation_dbt_builds_becomes_a_ref_marker():
+    """bought_service reads customer_service_purchases: dbt must ref() it, not name a schema."""
+    rules = parse_rules(ODD_RULES, "odd.yml", schema="somewhere")
+    compiled = rules.phases[1].steps[0].condition
+    assert '"somewhere"."customer_service_purchases"' in compiled.sql.as_string(None)
+    condition = phase_config(rules)["phases"][1]["steps"][0]["condition"]
+    assert condition == (
+        '("days_since_purchase" > 90 and not coalesce(exists (select 1 from '
+        "__lifecycle_ref__customer_service_purchases__ _sp "
+        "where _sp.customer_id = customer_facts.customer_id and _sp.service = any('{massage}') "
+        "and _sp.last_purchased_on > customer_facts.as_of_date - 90::integer), false))"
+    )
+    assert "somewhere" not in condition
