@@ -374,6 +374,43 @@ def outbox(day: date, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
+def reconcile(as_json: bool) -> None:
+    """Resolve 'unknown' outbox rows from provider events; list what stays unresolved."""
+    from datetime import UTC, datetime
+
+    from lifecycle.reconcile import reconcile as run_reconcile
+
+    report = run_reconcile(_url(), now=datetime.now(UTC))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=1))
+        return
+    click.echo(f"sent: {report.sent}, expired: {report.expired}, "
+               f"still unknown: {len(report.unresolved)}")
+    for u in report.unresolved:
+        click.echo(f"  outbox {u.outbox_id}\t{u.channel}\tunknown since {u.unknown_since:%F %T%z}"
+                   f"\texpires {u.expires_at:%F %T%z}")
+    if report.expired_but_seen:
+        click.echo("expired, but a provider event later showed them sent: "
+                   + ", ".join(map(str, report.expired_but_seen)))
+
+
+@main.group()
+def webhooks() -> None:
+    """The provider webhook receiver (also mounted by Airflow's api-server at /lifecycle)."""
+
+
+@webhooks.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8766, show_default=True)
+def webhooks_serve(host: str, port: int) -> None:
+    """Serve /lifecycle/sendgrid/events, /lifecycle/twilio/status and /lifecycle/twilio/inbound."""
+    from lifecycle.webhooks import serve
+
+    serve(host, port, url=_url())
+
+
+@main.command()
 @click.option("--customers", type=int, default=10_000, show_default=True)
 @click.option("--days", type=int, default=30, show_default=True)
 @click.option(

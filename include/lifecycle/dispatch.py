@@ -52,6 +52,31 @@ def expire_and_recover(conn: psycopg.Connection, now: datetime) -> tuple[int, in
     return expired, lost
 
 
+# Suppression reason -> the skip reason an outbox row gets (as planning's SUPPRESSION_SKIPS).
+_SKIP_SUPPRESSED = """
+with hit as (
+    select o.outbox_id,
+           case s.reason when 'manual' then 'suppressed' else s.reason end as reason
+    from ops.outbox o
+    join ops.suppressions s on s.customer_id = o.customer_id and s.channel = o.channel
+    where o.status = 'planned'
+    for update of o skip locked
+)
+update ops.outbox o set status = 'expired', last_error = hit.reason, updated_at = now()
+from hit where o.outbox_id = hit.outbox_id
+"""
+
+
+def skip_suppressed(conn: psycopg.Connection) -> int:
+    """Expire planned rows whose customer is suppressed on the row's channel (not committed).
+
+    ``last_error`` is the skip reason (opted_out, hard_bounce, spam_complaint, suppressed): an
+    opt-out received after planning stops that day's pending messages (DESIGN.md #4: expired =
+    certainly not sent; the step's key is released, and planning skips while suppressed).
+    """
+    return conn.execute(_SKIP_SUPPRESSED).rowcount
+
+
 def claim(
     conn: psycopg.Connection,
     *,
@@ -68,12 +93,16 @@ def claim(
         due = "plan_date = %(plan_date)s and send_at <= %(now)s"
     else:
         due = "send_at <= %(now)s and %(now)s <= window_end_at"
+    skip_suppressed(conn)
     rows = conn.execute(
         f"""
         with due as (
-            select outbox_id from ops.outbox
+            select outbox_id from ops.outbox o
             where status = 'planned' and {due}
               and (%(channel)s::text is null or channel = %(channel)s)
+              -- checked at claim time: a suppression committed after the skip above holds too
+              and not exists (select 1 from ops.suppressions s
+                              where s.customer_id = o.customer_id and s.channel = o.channel)
             order by send_at, outbox_id
             limit %(limit)s
             for update skip locked
