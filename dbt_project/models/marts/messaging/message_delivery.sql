@@ -1,0 +1,111 @@
+with
+
+outbox as (
+
+    select * from {{ ref('stg_ops__outbox') }}
+
+),
+
+events as (
+
+    select * from {{ ref('stg_ops__message_events') }}
+    where outbox_id is not null and message_status is not null
+
+),
+
+-- How far a message got: engagement outranks delivery, delivery outranks a temporary deferral.
+ranked_events as (
+
+    select
+        *,
+        case message_status
+            when 'complained' then 11
+            when 'unsubscribed' then 10
+            when 'clicked' then 9
+            when 'opened' then 8
+            when 'delivered' then 7
+            when 'bounced' then 6
+            when 'dropped' then 6
+            when 'undelivered' then 6
+            when 'failed' then 6
+            when 'deferred' then 3
+            when 'sent' then 2
+            when 'accepted' then 1
+        end as status_rank
+    from events
+
+),
+
+per_message as (
+
+    select
+        outbox_id,
+        count(*) as events,
+        min(occurred_at) filter (where message_status = 'accepted') as accepted_at,
+        min(occurred_at) filter (where message_status = 'sent') as provider_sent_at,
+        min(occurred_at) filter (where message_status = 'deferred') as deferred_at,
+        min(occurred_at) filter (where message_status = 'delivered') as delivered_at,
+        min(occurred_at) filter (where message_status = 'opened') as first_opened_at,
+        min(occurred_at) filter (where message_status = 'clicked') as first_clicked_at,
+        min(occurred_at) filter (
+            where message_status in ('bounced', 'dropped', 'undelivered', 'failed')
+        ) as failed_at,
+        min(occurred_at) filter (where message_status = 'complained') as complained_at,
+        min(occurred_at) filter (where message_status = 'unsubscribed') as unsubscribed_at,
+        count(*) filter (where message_status = 'opened') as opens,
+        count(*) filter (where message_status = 'clicked') as clicks,
+        max(occurred_at) as last_event_at,
+        (array_agg(message_status order by status_rank desc, occurred_at desc, event_id desc))[1]
+            as furthest_status,
+        (array_agg(message_status order by occurred_at desc, event_id desc))[1]
+            as last_event_status
+    from ranked_events
+    group by outbox_id
+
+),
+
+final as (
+
+    select
+        outbox.outbox_id,
+        outbox.plan_date,
+        outbox.customer_id,
+        outbox.phase,
+        outbox.step,
+        outbox.channel,
+        outbox.variant,
+        outbox.status as outbox_status,
+        outbox.skip_reason,
+        outbox.provider_id,
+        outbox.send_at,
+        outbox.sent_at,
+        -- what the provider reported furthest, else what our side knows
+        coalesce(
+            per_message.furthest_status,
+            case
+                when outbox.skip_reason is not null then 'skipped'
+                when outbox.status = 'sent' then 'sent'
+                else outbox.status
+            end
+        ) as delivery_status,
+        per_message.last_event_status,
+        per_message.last_event_at,
+        per_message.accepted_at,
+        per_message.provider_sent_at,
+        per_message.deferred_at,
+        per_message.delivered_at,
+        per_message.first_opened_at,
+        per_message.first_clicked_at,
+        per_message.failed_at,
+        per_message.complained_at,
+        per_message.unsubscribed_at,
+        coalesce(per_message.events, 0) as events,
+        coalesce(per_message.opens, 0) as opens,
+        coalesce(per_message.clicks, 0) as clicks,
+        per_message.delivered_at is not null as is_delivered
+    from outbox
+    left join per_message on per_message.outbox_id = outbox.outbox_id
+
+)
+
+select * from final

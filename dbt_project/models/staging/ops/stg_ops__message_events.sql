@@ -1,0 +1,45 @@
+with
+
+source as (
+
+    select * from {{ source('ops', 'message_events') }}
+
+),
+
+final as (
+
+    select
+        event_id,
+        provider,
+        channel,
+        event_type,
+        outbox_id,
+        provider_message_id,
+        provider_event_id,
+        reason,
+        suppression,
+        customers_affected,
+        occurred_at,
+        received_at,
+        -- one vocabulary for both providers; null for inbound SMS (not about a message we sent)
+        case event_type
+            when 'processed' then 'accepted'
+            when 'queued' then 'accepted'
+            when 'sent' then 'sent'
+            when 'deferred' then 'deferred'
+            when 'delivered' then 'delivered'
+            when 'bounce' then 'bounced'
+            when 'dropped' then 'dropped'
+            when 'undelivered' then 'undelivered'
+            when 'failed' then 'failed'
+            when 'open' then 'opened'
+            when 'click' then 'clicked'
+            when 'spamreport' then 'complained'
+            when 'unsubscribe' then 'unsubscribed'
+            when 'group_unsubscribe' then 'unsubscribed'
+        end as message_status
+    from source
+
+)
+
+select * from final
