@@ -8,7 +8,9 @@ A claimed row whose worker vanished is never re-sent: when its lease runs out it
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -16,8 +18,19 @@ from typing import Any
 import psycopg
 
 from lifecycle.settings import Settings, get_settings
-from lifecycle.throttle import WarehouseTokenBucket
-from lifecycle.transports.base import OutboundMessage, SendOutcome, SendResult, Transport
+from lifecycle.throttle import Pacer, WarehouseTokenBucket
+from lifecycle.transports.base import OutboundMessage, SendOutcome, Transport
+
+CHANNELS = ("sms", "email")
+
+
+class Batch(list):
+    """The messages of one claim, and the claim's id (``ops.dispatch_batches``)."""
+
+    def __init__(self, batch_id: int, messages: list[OutboundMessage]):
+        super().__init__(messages)
+        self.batch_id = batch_id
+LEASE_LOST = "worker lost its lease: send outcome unknown"
 
 
 @dataclass
@@ -37,19 +50,36 @@ class DispatchReport:
 
 
 def expire_and_recover(conn: psycopg.Connection, now: datetime) -> tuple[int, int]:
-    """Expire planned rows past their deadline; turn claimed rows with a lapsed lease unknown."""
+    """Expire planned rows past their deadline; settle claims whose lease lapsed.
+
+    A lapsed claim never handed to the transport goes back to planned (certainly not sent);
+    one that was handed over becomes unknown (it may have been sent). Returns (expired,
+    unknown).
+    """
     expired = conn.execute(
         "update ops.outbox set status = 'expired', last_error = 'deadline passed before sending', "
         "updated_at = now() where status = 'planned' and deadline_at < %s",
         (now,),
     ).rowcount
-    lost = conn.execute(
-        "update ops.outbox set status = 'unknown', "
-        "last_error = 'worker lost its lease: send outcome unknown', updated_at = now() "
-        "where status = 'claimed' and lease_until < %s",
+    conn.execute(
+        "update ops.outbox o set status = 'planned', lease_until = null, updated_at = now() "
+        "from ops.dispatch_batches b where b.batch_id = o.batch_id and b.sending_at is null "
+        "and o.status = 'claimed' and o.lease_until < %s",
         (now,),
+    )
+    lost = conn.execute(
+        "update ops.outbox set status = 'unknown', last_error = %s, updated_at = now() "
+        "where status = 'claimed' and lease_until < %s",
+        (LEASE_LOST, now),
     ).rowcount
     return expired, lost
+
+
+def mark_sending(conn: psycopg.Connection, batch_id: int, at: datetime) -> None:
+    """Record (committed) that a claimed batch is being handed to the transport now."""
+    conn.execute("update ops.dispatch_batches set sending_at = %s where batch_id = %s",
+                 (at, batch_id))
+    conn.commit()
 
 
 # Suppression reason -> the skip reason an outbox row gets (as planning's SUPPRESSION_SKIPS).
@@ -85,8 +115,8 @@ def claim(
     limit: int,
     channel: str | None = None,
     plan_date: date | None = None,
-) -> list[OutboundMessage]:
-    """Claim up to ``limit`` due rows (committed before returning)."""
+) -> Batch:
+    """Claim up to ``limit`` due rows as one batch (committed before returning)."""
     # Due: send_at reached and still inside the send window of its day. With ``plan_date``
     # (logical clock), every planned row of that date counts as due at its own send_at.
     if plan_date is not None:
@@ -94,6 +124,7 @@ def claim(
     else:
         due = "send_at <= %(now)s and %(now)s <= window_end_at"
     skip_suppressed(conn)
+    (batch_id,) = conn.execute("select nextval('ops.dispatch_batches_batch_id_seq')").fetchone()
     rows = conn.execute(
         f"""
         with due as (
@@ -109,7 +140,7 @@ def claim(
         )
         update ops.outbox o
         set status = 'claimed', lease_until = %(lease_until)s, attempts = attempts + 1,
-            updated_at = now()
+            batch_id = %(batch_id)s, updated_at = now()
         from due where o.outbox_id = due.outbox_id
         returning o.outbox_id, o.message_key, o.customer_id, o.phase, o.step, o.channel,
                   o.to_address, o.subject, o.body
@@ -120,10 +151,14 @@ def claim(
             "limit": limit,
             "plan_date": plan_date,
             "lease_until": now + lease,
+            "batch_id": batch_id,
         },
     ).fetchall()
+    if rows:
+        conn.execute("insert into ops.dispatch_batches (batch_id, channel, claimed_at) "
+                     "values (%s, %s, %s)", (batch_id, channel, now))
     conn.commit()
-    return [OutboundMessage(*r) for r in rows]
+    return Batch(batch_id, [OutboundMessage(*r) for r in rows])
 
 
 _STATUS = {
@@ -133,60 +168,41 @@ _STATUS = {
     SendOutcome.RETRY: "planned",
 }
 
+_RECORD = f"""
+update ops.outbox o
+set status = r.status, provider_id = coalesce(r.provider_id, o.provider_id),
+    last_error = r.error, lease_until = null, updated_at = now(),
+    sent_at = case when r.status = 'sent' then %(at)s end,
+    -- A certain non-send goes back to planned, due again after an exponential backoff (30 s,
+    -- 1 min, 2 min, ... at most 1 h, each x0.75-1.25 jitter so retries of one outage do not
+    -- return together); its deadline still bounds it.
+    send_at = case when r.status = 'planned' then %(at)s + least(3600, 30 * 2 ^ (o.attempts - 1))
+                   * (0.75 + random() / 2) * interval '1 second' else o.send_at end
+from unnest(%(ids)s::bigint[], %(statuses)s::text[], %(provider_ids)s::text[],
+            %(errors)s::text[]) as r (outbox_id, status, provider_id, error)
+where o.outbox_id = r.outbox_id
+  -- only rows still ours; or rows whose lease lapsed while we waited for the answer that has
+  -- now come (nobody else touches an unknown row but reconciliation)
+  and (o.status = 'claimed'
+       or (o.status = 'unknown' and o.last_error = '{LEASE_LOST}'))
+"""
+
 
 def record(conn: psycopg.Connection, messages, results, sent_at: datetime) -> Counter:
-    """Write each send's outcome; only rows still claimed by us are touched."""
-    counts: Counter = Counter()
-    params = []
-    for m, r in zip(messages, results, strict=True):
-        counts[r.outcome.value] += 1
-        params.append(
-            (
-                _STATUS[r.outcome],
-                r.provider_id,
-                r.error,
-                sent_at if r.outcome is SendOutcome.SENT else None,
-                m.outbox_id,
-            )
-        )
-    with conn.cursor() as cur:
-        cur.executemany(
-            "update ops.outbox set status = %s, provider_id = coalesce(%s, provider_id), "
-            "last_error = %s, sent_at = %s, lease_until = null, updated_at = now(), "
-            # A certain non-send goes back to planned, due again after an exponential backoff
-            # (30 s, 1 min, 2 min, ... at most 1 h, each x0.75-1.25 jitter so retries of one
-            # outage do not return together); its deadline still bounds it.
-            "send_at = case when %s then %s + least(3600, 30 * 2 ^ (attempts - 1)) "
-            "* (0.75 + random() / 2) * interval '1 second' else send_at end "
-            "where outbox_id = %s and status = 'claimed'",
-            [p[:4] + (p[0] == "planned", sent_at, p[4]) for p in params],
-        )
+    """Write each send's outcome in one statement; only rows still claimed by us are touched."""
+    counts: Counter = Counter(r.outcome.value for r in results)
+    conn.execute(
+        _RECORD,
+        {
+            "at": sent_at,
+            "ids": [m.outbox_id for m in messages],
+            "statuses": [_STATUS[r.outcome] for r in results],
+            "provider_ids": [r.provider_id for r in results],
+            "errors": [r.error for r in results],
+        },
+    )
     conn.commit()
     return counts
-
-
-def message_cost(m: OutboundMessage) -> float:
-    """What a message takes from its provider's rate: SMS segments, one per email."""
-    if m.channel == "sms":
-        from lifecycle.sms import segments
-
-        return float(segments(m.body))
-    return 1.0
-
-
-def _send_paced(transport: Transport, messages: list[OutboundMessage],
-                throttles: dict[str, WarehouseTokenBucket]) -> list[SendResult]:
-    """Send one by one, each when its provider's shared bucket allows; a 429 slows everyone."""
-    results = []
-    for m in messages:
-        bucket = throttles.get(m.channel)
-        if bucket is not None:
-            bucket.acquire(message_cost(m))
-        (result,) = transport.send_batch([m])
-        if bucket is not None and result.retry_after:
-            bucket.penalize(result.retry_after)
-        results.append(result)
-    return results
 
 
 def throttles_for(url: str, settings: Settings) -> dict[str, WarehouseTokenBucket]:
@@ -201,6 +217,70 @@ def throttles_for(url: str, settings: Settings) -> dict[str, WarehouseTokenBucke
     }
 
 
+def batch_limit(channel: str, settings: Settings, bucket: WarehouseTokenBucket | None) -> int:
+    """Rows to claim at once: the channel's batch size, or what the rate sends in
+    ``dispatch_batch_s``.
+
+    A batch never holds more than that much traffic, so its leases cannot lapse while it waits
+    for the rate limit, and other workers keep a share of the outbox. Email counts requests of
+    up to 1000 personalizations.
+    """
+    if channel == "email":
+        size = settings.dispatch_email_batch_size
+    else:
+        size = settings.dispatch_batch_size
+    if bucket is None:
+        return size
+    per_cost = 1000 if channel == "email" else 1
+    return max(1, min(size, int(bucket.rate * per_cost * settings.dispatch_batch_s)))
+
+
+def _drain(url: str, transport: Transport, channel: str | None, clock, *, plan_date,
+           settings: Settings, bucket: WarehouseTokenBucket | None,
+           max_batches: int | None) -> DispatchReport:
+    """Claim, send, record until nothing is due.
+
+    The provider is kept busy: while a batch is sent, the next one is claimed and the outcomes
+    of the one before are written, each on its own connection and thread. A claimed batch is
+    stamped as handed over, committed, just before it is sent, so a worker that dies with a
+    batch claimed but not sent leaves it to be planned again, not unknown.
+    """
+    report = DispatchReport()
+    lease = timedelta(seconds=settings.dispatch_lease_seconds)
+    pacer = Pacer(bucket) if bucket is not None else None
+    limit = batch_limit(channel or "", settings, bucket)
+
+    def claim_next(conn: psycopg.Connection) -> Batch:
+        return claim(conn, now=clock(), lease=lease, limit=limit, channel=channel,
+                     plan_date=plan_date)
+
+    recorded = []
+    try:
+        with (psycopg.connect(url) as conn, psycopg.connect(url) as claim_conn,
+              psycopg.connect(url) as record_conn,
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim") as claimer,
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="record") as recorder):
+            upcoming = claimer.submit(claim_next, claim_conn)
+            batches = 0
+            while upcoming is not None:
+                messages = upcoming.result()
+                if not messages:
+                    break
+                batches += 1
+                report.claimed += len(messages)
+                mark_sending(conn, messages.batch_id, clock())
+                more = max_batches is None or batches < max_batches
+                upcoming = claimer.submit(claim_next, claim_conn) if more else None
+                results = transport.send_batch(messages, pacer=pacer)
+                recorded.append(recorder.submit(record, record_conn, messages, results, clock()))
+            for done in recorded:
+                report.outcomes.update(done.result())
+    finally:
+        if pacer is not None:
+            pacer.close()
+    return report
+
+
 def dispatch(
     url: str,
     transport: Transport,
@@ -212,33 +292,43 @@ def dispatch(
     max_batches: int | None = None,
     throttles: dict[str, WarehouseTokenBucket] | None = None,
 ) -> DispatchReport:
-    """Send every due row (of one channel, or all) until none is left.
+    """Send every due row (of one channel, or of each channel side by side) until none is left.
 
-    With ``throttles`` (channel -> shared bucket) each message waits for its provider's rate.
+    ``now`` is the dispatcher's time at the start (the wall clock, or a replayed day's); it
+    moves on with the elapsed time, so leases stay right during a long drain. Each message
+    waits for its provider's shared rate: ``throttles`` (channel -> bucket), by default the
+    settings' buckets of a real transport (none for the sandbox); ``{}`` sends unthrottled.
     """
     settings = settings or get_settings()
+    own = throttles is None
+    throttles = throttles_for(url, settings) if own else throttles
+    started = time.monotonic()
+
+    def clock() -> datetime:
+        return now + timedelta(seconds=time.monotonic() - started)
+
     report = DispatchReport()
-    lease = timedelta(seconds=settings.dispatch_lease_seconds)
-    with psycopg.connect(url) as conn:
-        report.expired, report.lease_lost = expire_and_recover(conn, now)
-        conn.commit()
-        batches = 0
-        while max_batches is None or batches < max_batches:
-            messages = claim(
-                conn,
-                now=now,
-                lease=lease,
-                limit=settings.dispatch_batch_size,
-                channel=channel,
-                plan_date=plan_date,
-            )
-            if not messages:
-                break
-            batches += 1
-            report.claimed += len(messages)
-            if throttles:
-                results = _send_paced(transport, messages, throttles)
-            else:
-                results = transport.send_batch(messages)
-            report.outcomes.update(record(conn, messages, results, now))
+    try:
+        with psycopg.connect(url) as conn:
+            report.expired, report.lease_lost = expire_and_recover(conn, now)
+            conn.commit()
+        if throttles:
+            # Each channel drains on its own thread at its provider's pace: a slow SMS rate
+            # does not hold email back.
+            channels = [channel] if channel else CHANNELS
+            with ThreadPoolExecutor(max_workers=len(channels)) as pool:
+                futures = [pool.submit(_drain, url, transport, ch, clock, plan_date=plan_date,
+                                       settings=settings, bucket=throttles.get(ch),
+                                       max_batches=max_batches) for ch in channels]
+                parts = [f.result() for f in futures]
+        else:
+            parts = [_drain(url, transport, channel, clock, plan_date=plan_date,
+                            settings=settings, bucket=None, max_batches=max_batches)]
+    finally:
+        if own:
+            for bucket in throttles.values():
+                bucket.close()
+    for part in parts:
+        report.claimed += part.claimed
+        report.outcomes.update(part.outcomes)
     return report

@@ -46,7 +46,14 @@ class Settings(BaseSettings):
     send_deadline_hours: int = Field(
         default=24, description="A message not sent this long after its send_at expires"
     )
-    dispatch_batch_size: int = Field(default=500, description="Rows claimed per dispatch batch")
+    dispatch_batch_size: int = Field(default=2000, description="SMS rows claimed per batch")
+    dispatch_email_batch_size: int = Field(
+        default=20_000, description="Email rows claimed per batch (1000 per mail send request)"
+    )
+    dispatch_batch_s: float = Field(
+        default=30.0,
+        description="A batch holds at most this many seconds of traffic at the provider's rate",
+    )
     dispatch_lease_seconds: int = Field(
         default=300, description="A claimed row whose worker vanished becomes 'unknown' after this"
     )
@@ -67,7 +74,15 @@ class Settings(BaseSettings):
         default=10.0, description="Shared SMS rate (segments/s) over all dispatchers"
     )
     sendgrid_requests_per_s: float = Field(
-        default=100.0, description="Shared email rate (messages/s) over all dispatchers"
+        default=100.0,
+        description="Shared email rate (mail send requests/s, up to 1000 emails each) over all "
+        "dispatchers",
+    )
+    twilio_concurrency: int = Field(
+        default=100, description="SMS requests in flight per dispatcher (one per SMS)"
+    )
+    sendgrid_concurrency: int = Field(
+        default=4, description="Mail send requests in flight per dispatcher"
     )
     # Provider webhooks (lifecycle.webhooks): SendGrid's signed event webhook verification key
     # (base64 DER as the SendGrid console shows it, or PEM); Twilio requests are verified with

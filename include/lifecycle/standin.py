@@ -39,7 +39,11 @@ class Faults:
     slow_after_accept: float = 0.0  # processed, reply only after ``slow_ms``
     slow_ms: float = 5_000.0
     retry_after_s: int = 1
-    max_rps: float = 0.0  # the provider's own rate limit per second (0 = none): 429 beyond it
+    # The provider's own rate limit (0 = none): 429 beyond it. Enforced as rate limiters
+    # usually are, a token bucket refilled at max_rps that holds max_burst_s of traffic
+    # (at least 2 requests: arrival times jitter by a few ms whatever the sender does).
+    max_rps: float = 0.0
+    max_burst_s: float = 0.1
     seed: int = 0
 
 
@@ -60,9 +64,11 @@ class StandinProvider:
         self.faults = faults or Faults()
         self._rng = random.Random(self.faults.seed)
         self.accepted: list[Accepted] = []
+        self.accepted_requests: list[tuple[str, float]] = []
         self.requests = 0
         self.rate_limited = 0  # 429s this server gave because its max_rps was exceeded
-        self._recent: collections.deque[float] = collections.deque()
+        self._tokens: float | None = None  # the rate limit's bucket (None: full)
+        self._refilled = 0.0
         self._lock = threading.Lock()
 
     def configure(self, **knobs: Any) -> None:
@@ -72,9 +78,10 @@ class StandinProvider:
     def reset(self) -> None:
         with self._lock:
             self.accepted.clear()
+            self.accepted_requests.clear()
             self.requests = 0
             self.rate_limited = 0
-            self._recent.clear()
+            self._tokens = None
 
     def _draw(self) -> str | None:
         f = self.faults
@@ -90,6 +97,31 @@ class StandinProvider:
     def _record(self, items: list[Accepted]) -> None:
         with self._lock:
             self.accepted.extend(items)
+            if items:
+                self.accepted_requests.append((items[0].provider, time.time()))
+
+    def stats(self) -> dict[str, Any]:
+        """Per provider: accepted messages and requests, when the first and last came, and the
+        most requests accepted in any one second (what a rate limit is judged by)."""
+        out: dict[str, Any] = {"requests": self.requests, "rate_limited": self.rate_limited}
+        with self._lock:
+            reqs = list(self.accepted_requests)
+            counts = collections.Counter(a.provider for a in self.accepted)
+        for provider in ("twilio", "sendgrid"):
+            times = sorted(t for p, t in reqs if p == provider)
+            peak, lo = 0, 0
+            for hi, t in enumerate(times):
+                while t - times[lo] >= 1.0:
+                    lo += 1
+                peak = max(peak, hi - lo + 1)
+            out[provider] = {
+                "messages": counts.get(provider, 0),
+                "requests": len(times),
+                "first_at": times[0] if times else None,
+                "last_at": times[-1] if times else None,
+                "peak_requests_in_1s": peak,
+            }
+        return out
 
     # ------------------------------------------------------------------ HTTP
 
@@ -99,13 +131,17 @@ class StandinProvider:
             fault = self._draw()
             if self.faults.max_rps and fault is None:
                 now = time.monotonic()
-                while self._recent and now - self._recent[0] >= 1.0:
-                    self._recent.popleft()
-                if len(self._recent) >= self.faults.max_rps:
+                rate = self.faults.max_rps
+                capacity = max(2.0, rate * self.faults.max_burst_s)
+                tokens = capacity if self._tokens is None else min(
+                    capacity, self._tokens + (now - self._refilled) * rate)
+                self._refilled = now
+                if tokens < 1.0:
                     self.rate_limited += 1
                     fault = "error_429"
                 else:
-                    self._recent.append(now)
+                    tokens -= 1.0
+                self._tokens = tokens
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
         if fault == "error_429":
@@ -168,14 +204,16 @@ class StandinProvider:
             return _json(400, {"errors": [{"message": "between 1 and 1000 personalizations",
                                            "field": "personalizations"}]})
         batch_id = uuid.uuid4().hex[:22]
-        body = " ".join(c.get("value", "") for c in payload.get("content") or [])
+        content = " ".join(c.get("value", "") for c in payload.get("content") or [])
         items = []
         for i, p in enumerate(personalizations):
             custom = {**(payload.get("custom_args") or {}), **(p.get("custom_args") or {})}
+            body = content  # what this recipient reads: the content with their substitutions
+            for tag, value in (p.get("substitutions") or {}).items():
+                body = body.replace(tag, str(value))
             for rcpt in p.get("to") or []:
                 items.append(Accepted("sendgrid", f"{batch_id}.{i}", rcpt.get("email", ""),
-                                      p.get("subject") or payload.get("subject") or body,
-                                      custom.get("outbox_id")))
+                                      body, custom.get("outbox_id")))
         self._record(items)
         ok = web.Response(status=202, headers={"X-Message-Id": batch_id})
         return await self._after_accept(request, fault, ok)
@@ -187,6 +225,8 @@ class StandinProvider:
         if request.method == "POST" and request.path.endswith("/reset"):
             self.reset()
             return _json(200, {"reset": True})
+        if request.path.endswith("/stats"):
+            return _json(200, self.stats())
         return _json(200, {"requests": self.requests,
                            "accepted": [asdict(a) for a in self.accepted]})
 

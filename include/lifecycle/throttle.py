@@ -58,3 +58,60 @@ class WarehouseTokenBucket:
 
     def close(self) -> None:
         self._conn.close()
+
+    def refund(self, tokens: float) -> None:
+        """Give back tokens reserved and not used (a worker stopping with part of a chunk)."""
+        if tokens > 0:
+            self._conn.execute(
+                "update ops.rate_limits set tokens = least(burst, tokens + %s) where key = %s",
+                (tokens, self.key),
+            )
+
+
+class Pacer:
+    """One worker's schedule on a shared bucket: when each send may start.
+
+    A round trip to the warehouse per message would cap a worker near a few thousand sends a
+    second, so the pacer reserves ``chunk_s`` seconds of traffic at a time and spreads the sends
+    inside a chunk at the bucket's rate: each send starts when the token it uses is earned, so
+    all workers together still never exceed the rate. ``hold`` (a 429) pushes the whole bucket
+    back, this worker's schedule included; ``close`` returns what was reserved and not used.
+    """
+
+    def __init__(self, bucket: WarehouseTokenBucket, chunk_s: float = 0.05,
+                 clock=time.monotonic):
+        self.bucket, self.rate = bucket, bucket.rate
+        self.chunk_s = chunk_s
+        self._clock = clock
+        self._left = 0.0  # reserved tokens not yet given to a send
+        self._end = 0.0  # clock time when the last reserved token is earned
+        self._hold_until = 0.0
+        self._last = float("-inf")  # when the previous send was due, or started if later
+
+    def due(self, cost: float) -> float:
+        """The clock time at which a send costing ``cost`` tokens may start."""
+        if self._left < cost:
+            chunk = max(cost - self._left, self.rate * self.chunk_s)
+            wait = self.bucket.reserve(chunk)
+            self._end = max(self._end, self._clock() + wait)
+            self._left += chunk
+        self._left -= cost
+        # Tokens are earned one after another up to _end: this send's token came _left before.
+        # A send that is late (the process was busy) does not let the next ones catch up in a
+        # burst: starts stay at least cost/rate apart, as a provider counting requests in any
+        # one second sees them.
+        due = max(self._end - self._left / self.rate, self._hold_until,
+                  self._last + cost / self.rate)
+        self._last = max(due, self._clock())
+        return due
+
+    def hold(self, seconds: float) -> None:
+        """The provider said wait (429 Retry-After): every worker on the bucket waits."""
+        self.bucket.penalize(seconds)
+        now = self._clock()
+        self._hold_until = max(self._hold_until, now + seconds)
+        self._end = max(self._end, now) + seconds
+
+    def close(self) -> None:
+        self.bucket.refund(self._left)
+        self._left = 0.0

@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
 D = date(2026, 6, 1)
 T0 = datetime(2026, 6, 1, 10, tzinfo=UTC)
 LEASE = 300
+BATCH = 10
+# Throttled as in production, slow enough that a kill after 1-2 s lands mid-drain (~3 s of SMS).
+RATES = {"twilio_segments_per_s": 60.0, "sendgrid_requests_per_s": 20.0}
 
 CHILD = textwrap.dedent(
     """
@@ -35,12 +38,13 @@ CHILD = textwrap.dedent(
     from lifecycle.settings import Settings
     from lifecycle.transports import get_transport
     url, standin, now = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3])
-    s = Settings(transport="standin", standin_url=standin, dispatch_batch_size=20,
-                 dispatch_lease_seconds={lease}, provider_timeout_s=2)
+    s = Settings(transport="standin", standin_url=standin, dispatch_batch_size={batch},
+                 dispatch_email_batch_size={batch},
+                 dispatch_lease_seconds={lease}, provider_timeout_s=2, **{rates})
     t = get_transport("standin", url, s)
     print(dispatch(url, t, now=now, settings=s).as_dict(), flush=True)
     """
-).format(lease=LEASE)
+).format(lease=LEASE, rates=RATES, batch=BATCH)
 
 
 def _plan_rows(url: str, n: int) -> None:
@@ -85,7 +89,7 @@ def test_sigkill_mid_batch_then_resume_never_sends_twice(fresh_db, seed):
             proc.wait()
             now += timedelta(seconds=LEASE + 1)  # the dead worker's leases lapse
         settings = Settings(transport="standin", standin_url=server.url,
-                            dispatch_lease_seconds=LEASE)
+                            dispatch_lease_seconds=LEASE, **RATES)
         transport = get_transport("standin", fresh_db, settings)
         dispatch(fresh_db, transport, now=now + timedelta(seconds=LEASE + 1), settings=settings)
         transport.close()
@@ -95,9 +99,10 @@ def test_sigkill_mid_batch_then_resume_never_sends_twice(fresh_db, seed):
     assert set(statuses.values()) <= {"sent", "unknown"}
     assert {i for i, s in statuses.items() if s == "sent"} <= set(accepted)
     # nothing lost silently: every row not sent is 'unknown' (reconciliation's job), and every
-    # unknown row is one a killed worker had claimed (at most a batch per kill)
+    # unknown row is one a killed worker had claimed: per kill and channel at most the batch in
+    # flight and the one whose outcomes were being written
     unknown = [i for i, s in statuses.items() if s == "unknown"]
-    assert len(unknown) <= 3 * 20
+    assert len(unknown) <= 3 * 2 * 2 * BATCH
     # the kills really landed mid-batch: some claimed rows were left behind
     assert unknown, "no worker was killed while holding a batch: the test proved nothing"
     assert len(statuses) == n
@@ -115,3 +120,20 @@ def test_two_dispatchers_draining_one_outbox_never_overlap(fresh_db):
     assert set(_statuses(fresh_db).values()) == {"sent"}
     claimed = [ast.literal_eval(o.strip().splitlines()[-1])["claimed"] for o in outs]
     assert sum(claimed) == 300 and min(claimed) > 0, claimed
+
+
+def test_a_lapsed_claim_is_planned_again_unless_it_was_handed_over(fresh_db):
+    from lifecycle.dispatch import claim, expire_and_recover, mark_sending
+
+    _plan_rows(fresh_db, 6)
+    lease = timedelta(seconds=LEASE)
+    with psycopg.connect(fresh_db) as conn:
+        kept = claim(conn, now=T0, lease=lease, limit=3)  # claimed, never handed over
+        sent = claim(conn, now=T0, lease=lease, limit=3)
+        mark_sending(conn, sent.batch_id, T0)  # handed to the transport, then the worker died
+        assert expire_and_recover(conn, T0 + lease / 2) == (0, 0)  # leases still running
+        assert expire_and_recover(conn, T0 + lease + timedelta(seconds=1)) == (0, 3)
+        conn.commit()
+        rows = dict(conn.execute("select outbox_id, status from ops.outbox").fetchall())
+    assert {rows[m.outbox_id] for m in kept} == {"planned"}  # certainly not sent: goes again
+    assert {rows[m.outbox_id] for m in sent} == {"unknown"}  # may have been sent: never again

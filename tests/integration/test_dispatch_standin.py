@@ -39,13 +39,14 @@ def test_faulty_provider_never_gets_a_message_twice(fresh_db, seed):
     with StandinServer() as server:
         server.provider.configure(seed=seed, error_429=0.15, error_503=0.05,
                                   cut_after_accept=0.05, error_500_after_accept=0.05,
-                                  slow_after_accept=0.03, slow_ms=800)
-        settings = Settings(transport="standin", standin_url=server.url, provider_timeout_s=0.4,
+                                  slow_after_accept=0.03, slow_ms=2000)
+        settings = Settings(transport="standin", standin_url=server.url, provider_timeout_s=1.0,
                             dispatch_batch_size=37)
         transport = get_transport("standin", fresh_db, settings)
         now = T0
         for _ in range(12):  # retries come due after their backoff: move the clock on
-            dispatch(fresh_db, transport, now=now, settings=settings)
+            # unthrottled: this test is about faults (the rate limit has its own tests)
+            dispatch(fresh_db, transport, now=now, settings=settings, throttles={})
             now += timedelta(minutes=40)
         transport.close()
         accepted = Counter(a.outbox_id for a in server.provider.accepted)
@@ -53,7 +54,9 @@ def test_faulty_provider_never_gets_a_message_twice(fresh_db, seed):
         rows = dict(conn.execute("select outbox_id::text, status from ops.outbox").fetchall())
     assert max(accepted.values()) == 1, "a customer got the same message twice"
     statuses = Counter(rows.values())
-    assert set(statuses) <= {"sent", "unknown", "failed"} and statuses["sent"] > 150
+    # An ambiguous mail send leaves all its personalizations (up to a batch's emails) unknown,
+    # so the sent share varies more with the seed than it would one request per message.
+    assert set(statuses) <= {"sent", "unknown", "failed"} and statuses["sent"] > 120
     # every row the outbox calls sent was accepted exactly once; nothing accepted is unaccounted
     assert {i for i, s in rows.items() if s == "sent"} <= set(accepted)
     assert set(accepted) <= {i for i, s in rows.items() if s in ("sent", "unknown")}

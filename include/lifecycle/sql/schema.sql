@@ -96,6 +96,16 @@ create table if not exists ops.outbox (
     updated_at     timestamptz not null default now(),
     sent_at        timestamptz
 );
+-- Each claim is a batch; the dispatcher stamps sending_at (committed) just before it hands the
+-- batch to its transport. A claim that lapses before that (the worker died between claiming and
+-- sending) is planned again: certainly not sent. One that lapses after it is 'unknown'.
+create table if not exists ops.dispatch_batches (
+    batch_id   bigserial primary key,
+    channel    text,
+    claimed_at timestamptz not null default now(),
+    sending_at timestamptz
+);
+alter table ops.outbox add column if not exists batch_id bigint;
 -- A message that is live or went out holds its key: the same phase step for the same membership
 -- cycle can never be planned again. Failed/expired rows (certainly not delivered) release it.
 create unique index if not exists outbox_message_key_live_uq on ops.outbox (message_key)
@@ -103,7 +113,8 @@ create unique index if not exists outbox_message_key_live_uq on ops.outbox (mess
 -- At most one lifecycle message per customer per planning day.
 create unique index if not exists outbox_customer_day_uq on ops.outbox (customer_id, plan_date);
 create index if not exists outbox_plan_date_idx on ops.outbox (plan_date);
-create index if not exists outbox_customer_idx on ops.outbox (customer_id, plan_date);
+-- (customer_id, plan_date) is outbox_customer_day_uq already: every index slows each update.
+drop index if exists ops.outbox_customer_idx;
 create index if not exists outbox_due_idx on ops.outbox (channel, send_at) where status = 'planned';
 
 -- Customers eligible for a phase on a day but not planned, with why.

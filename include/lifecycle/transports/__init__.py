@@ -13,13 +13,13 @@ class ChannelRouter:
         self.name = name
         self._by_channel = by_channel
 
-    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult]:
+    def send_batch(self, messages: list[OutboundMessage], pacer=None) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(messages)
         for channel, transport in self._by_channel.items():
             idxs = [i for i, m in enumerate(messages) if m.channel == channel]
             if idxs:
-                for i, r in zip(idxs, transport.send_batch([messages[i] for i in idxs]),
-                                strict=True):
+                sent = transport.send_batch([messages[i] for i in idxs], pacer=pacer)
+                for i, r in zip(idxs, sent, strict=True):
                     results[i] = r
         missing = {messages[i].channel for i, r in enumerate(results) if r is None}
         if missing:
@@ -65,10 +65,12 @@ def get_transport(name: str, url: str, settings: Settings | None = None) -> Tran
         or f"{settings.standin_url}/_standin/status",
         base_url=base,
         timeout=settings.provider_timeout_s,
+        concurrency=settings.twilio_concurrency,
     )
     email = SendGridTransport(settings.sendgrid_api_key or "SG.standin",
                               settings.sendgrid_from or "club@example.com",
-                              base_url=base, timeout=settings.provider_timeout_s)
+                              base_url=base, timeout=settings.provider_timeout_s,
+                              concurrency=settings.sendgrid_concurrency)
     return ChannelRouter(name, {"sms": sms, "email": email})
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from lifecycle.throttle import Pacer
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,12 @@ class SendResult:
 class Transport(Protocol):
     name: str
 
-    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult]:
-        """Send each message once; results in the same order."""
+    def send_batch(self, messages: list[OutboundMessage],
+                   pacer: Pacer | None = None) -> list[SendResult]:
+        """Send each message once; results in the same order.
+
+        With ``pacer`` (one channel's messages) each send starts when the shared rate allows.
+        """
         ...
 
     def close(self) -> None: ...

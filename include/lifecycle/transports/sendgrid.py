@@ -1,23 +1,32 @@
 """Email through the real ``sendgrid`` SDK (v3 mail send; the live API or the stand-in server).
 
 Mail send takes no idempotency key either: a 429/503 or a refused connection was not processed
-and may be retried; a timeout, a cut connection or another 5xx is ``UNKNOWN``. Messages with the
-same rendered subject and body share one request (up to 1000 personalizations), each carrying
-its outbox id in ``custom_args`` so events reconcile per message.
+and may be retried; a timeout, a cut connection or another 5xx is ``UNKNOWN``.
+
+One request carries up to 1000 personalizations, each with its own recipient, subject, body
+(a substitution into the shared content) and outbox id in ``custom_args``, so events reconcile
+per message and rendered, personal texts still share requests. Requests go out from a small
+thread pool, each when the shared rate limit (requests/s) allows.
 """
 
 from __future__ import annotations
 
 import http.client
+import queue
+import time
 import urllib.error
-from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
+from lifecycle.throttle import Pacer
 from lifecycle.transports.base import OutboundMessage, SendOutcome, SendResult
 
 MAX_PERSONALIZATIONS = 1000
+BODY_TAG = "-lifecycle_body-"
+# SendGrid allows 10,000 bytes of substitutions per personalization; a longer body goes alone.
+MAX_SUBSTITUTION_BYTES = 9_000
 
 
 def _retry_after(exc: http_errors.HTTPError) -> float | None:
@@ -29,24 +38,47 @@ def _retry_after(exc: http_errors.HTTPError) -> float | None:
         return 1.0
 
 
+def _requests(messages: list[OutboundMessage]) -> list[list[int]]:
+    """Indexes of ``messages`` per request: up to 1000 substitutable ones, long bodies alone."""
+    shared = [i for i, m in enumerate(messages)
+              if len(m.body.encode()) <= MAX_SUBSTITUTION_BYTES]
+    alone = [[i] for i, m in enumerate(messages) if len(m.body.encode()) > MAX_SUBSTITUTION_BYTES]
+    return [shared[s:s + MAX_PERSONALIZATIONS]
+            for s in range(0, len(shared), MAX_PERSONALIZATIONS)] + alone
+
+
 class SendGridTransport:
     name = "sendgrid"
 
     def __init__(self, api_key: str, from_email: str, *, base_url: str | None = None,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, concurrency: int = 8):
         self._client = SendGridAPIClient(api_key=api_key,
                                          host=base_url or "https://api.sendgrid.com")
         self._client.client.timeout = timeout
         self._from = from_email
+        self._pool = ThreadPoolExecutor(max_workers=concurrency,
+                                        thread_name_prefix="sendgrid")
 
     def _payload(self, group: list[OutboundMessage]) -> dict:
-        first = group[0]
+        if len(group) == 1 and len(group[0].body.encode()) > MAX_SUBSTITUTION_BYTES:
+            m = group[0]
+            return {
+                "from": {"email": self._from},
+                "subject": m.subject or "",
+                "content": [{"type": "text/plain", "value": m.body}],
+                "personalizations": [{"to": [{"email": m.to_address}],
+                                      "custom_args": {"outbox_id": str(m.outbox_id)}}],
+            }
         return {
             "from": {"email": self._from},
-            "subject": first.subject or "",
-            "content": [{"type": "text/plain", "value": first.body}],
+            "content": [{"type": "text/plain", "value": BODY_TAG}],
             "personalizations": [
-                {"to": [{"email": m.to_address}], "custom_args": {"outbox_id": str(m.outbox_id)}}
+                {
+                    "to": [{"email": m.to_address}],
+                    "subject": m.subject or "",
+                    "substitutions": {BODY_TAG: m.body},
+                    "custom_args": {"outbox_id": str(m.outbox_id)},
+                }
                 for m in group
             ],
         }
@@ -70,18 +102,35 @@ class SendGridTransport:
         batch = response.headers.get("X-Message-Id") if response.headers else None
         return SendResult(SendOutcome.SENT, provider_id=batch)
 
-    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult]:
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, m in enumerate(messages):
-            groups[(m.subject, m.body)].append(i)
+    def send_batch(self, messages: list[OutboundMessage],
+                   pacer: Pacer | None = None) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(messages)
-        for idxs in groups.values():
-            for start in range(0, len(idxs), MAX_PERSONALIZATIONS):
-                chunk = idxs[start:start + MAX_PERSONALIZATIONS]
-                result = self._send_group([messages[i] for i in chunk])
-                for i in chunk:
-                    results[i] = result
+        # Retry-After of 429s answered so far, handed from the pool's threads to this one: a
+        # refusal slows the requests still to start, not only the next batch.
+        holds: queue.SimpleQueue[float] = queue.SimpleQueue()
+
+        def note_429(future: Future) -> None:
+            if future.result().retry_after:
+                holds.put(future.result().retry_after)
+
+        pending = []
+        for idxs in _requests(messages):
+            if pacer is not None:
+                while not holds.empty():
+                    pacer.hold(holds.get())
+                delay = pacer.due(1.0) - time.monotonic()  # the rate counts requests
+                if delay > 0:
+                    time.sleep(delay)
+            future = self._pool.submit(self._send_group, [messages[i] for i in idxs])
+            future.add_done_callback(note_429)
+            pending.append((idxs, future))
+        for idxs, future in pending:
+            for i in idxs:
+                results[i] = future.result()
+        if pacer is not None:
+            while not holds.empty():
+                pacer.hold(holds.get())
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
-        pass
+        self._pool.shutdown(wait=True)
