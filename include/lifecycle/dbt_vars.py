@@ -32,6 +32,7 @@ from typing import Any
 from psycopg import sql
 
 from lifecycle.rules import (
+    CONVERSION_EVENTS,
     SERVICE_PURCHASES_RELATION,
     Compiled,
     Rules,
@@ -92,13 +93,23 @@ def render_condition(condition: Compiled) -> str:
 
 
 def phase_config(rules: Rules) -> dict[str, Any]:
-    """The phases dbt needs: enabled phases by priority, each step with its SQL condition."""
+    """The phases dbt needs: enabled phases by priority, each step with its SQL condition.
+
+    Each phase also carries its conversion event and attribution window (``within_days``
+    after the step's day, or null: until the membership ends plus ``grace_days``).
+    """
     return {
         "version": FORMAT_VERSION,
         "phases": [
             {
                 "name": phase.name,
                 "priority": phase.phase.priority,
+                # the attribution window of the phase's conversions (phase_conversions)
+                "conversion": {
+                    "event": CONVERSION_EVENTS[phase.name],
+                    "within_days": phase.phase.conversion_days(),
+                    "grace_days": phase.phase.conversion.grace_days,
+                },
                 "steps": [
                     {"step": step.number, "condition": render_condition(step.condition)}
                     for step in phase.steps

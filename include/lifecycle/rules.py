@@ -433,6 +433,44 @@ class Step(BaseModel):
     )
 
 
+# What counts as a phase's conversion, and its default attribution window in days after the
+# step's day (retention: until the membership ends, plus grace_days).
+CONVERSION_EVENTS: dict[str, str] = {
+    "activation": "first_visit",
+    "stimulation": "addon_purchase",
+    "cross_sell": "cross_sell_purchase",
+    "retention": "renewal",
+    "return": "new_membership",
+}
+DEFAULT_CONVERSION_DAYS: dict[str, int | None] = {
+    "activation": 14,
+    "stimulation": 30,
+    "cross_sell": 30,
+    "retention": None,
+    "return": 30,
+}
+
+
+class Conversion(BaseModel):
+    """How a phase's conversion is attributed to its step (the event itself is fixed per phase)."""
+
+    model_config = _STRICT
+    within_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=365,
+        description="Days after the step's day in which the conversion counts (default: "
+        "activation 14, stimulation 30, cross_sell 30, return 30; retention: until the "
+        "membership ends, plus grace_days)",
+    )
+    grace_days: int = Field(
+        default=7,
+        ge=0,
+        le=90,
+        description="retention only: days after the membership's end a renewal still counts",
+    )
+
+
 class Phase(BaseModel):
     model_config = _STRICT
     name: Literal["activation", "stimulation", "cross_sell", "retention", "return"]
@@ -457,6 +495,16 @@ class Phase(BaseModel):
         default="once_per_membership",
         description="How often each step may reach a customer",
     )
+    conversion: Conversion = Field(
+        default_factory=Conversion,
+        description="The attribution window of the phase's conversion (see CONVERSION_EVENTS)",
+    )
+
+    def conversion_days(self) -> int | None:
+        """Days after the step's day a conversion counts; None: until the membership ends."""
+        if self.conversion.within_days is not None:
+            return self.conversion.within_days
+        return DEFAULT_CONVERSION_DAYS[self.name]
 
 
 class RulesFile(BaseModel):
