@@ -214,3 +214,15 @@ create unique index if not exists message_events_provider_event_uq
 create index if not exists message_events_outbox_idx on ops.message_events (outbox_id);
 -- An opt-out or bounce applies to every customer the address was sent to.
 create index if not exists outbox_address_idx on ops.outbox (channel, lower(to_address));
+
+-- AS IS vs TO BE runs of `lifecycle simulate` (lifecycle.simulate): one row per run, every
+-- policy's figures and the response model that produced them in results.
+create table if not exists ops.simulations (
+    simulation_id bigserial primary key,
+    created_at    timestamptz not null default now(),
+    customers     integer not null,
+    days          integer not null,
+    seed          bigint not null,
+    first_day     date not null,
+    results       jsonb not null
+);
