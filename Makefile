@@ -11,7 +11,7 @@ export SCARF_ANALYTICS := false
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 
-.PHONY: install demo test test-fast lint lock clean warehouse-down
+.PHONY: install demo test test-fast lint lock clean warehouse-down chromium
 
 install: $(STAMP)
 
@@ -29,8 +29,15 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/lifecycle demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+# The report test opens the HTML report in headless Chromium (Debian's package); installed
+# when missing if we may (root and apt-get), else that one test skips with the reason.
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get install -y -q chromium >/dev/null; } \
+	|| echo "chromium is not installed: the report rendering test will be skipped"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

@@ -133,12 +133,19 @@ def lifecycle_daily():
 
         return day_summary(_warehouse_url(), _plan_date(), planned, sent)
 
+    @task
+    def report() -> str:
+        """The report of the 30 days ending on the date: an HTML file under the reports dir."""
+        from lifecycle.report import write_day_report
+
+        return write_day_report(_warehouse_url(), _plan_date(), SETTINGS)
+
     rules_ok = validate_rules()
     ready = prepare_warehouse()
     planned = plan()
     sent = dispatch.expand(channel=CHANNELS)
     rules_ok >> ready >> dbt >> planned >> sent
-    summarize(planned, sent)
+    summarize(planned, sent) >> report()
 
 
 lifecycle_daily()

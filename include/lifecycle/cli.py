@@ -412,6 +412,80 @@ def webhooks_serve(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--customers", type=int, default=10_000, show_default=True)
+@click.option("--days", type=int, default=365, show_default=True)
+@click.option(
+    "--policy",
+    type=click.Choice(["lifecycle", "blast", "both"]),
+    default="both",
+    show_default=True,
+    help="lifecycle = the rules file (TO BE), blast = 3-6 SMS a month to every member (AS IS)",
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--first-day", type=DATE, default="2026-01-01", show_default=True)
+@click.option(
+    "--model",
+    "model_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML of response probabilities (lifecycle.simulate.ResponseModel)",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON")
+def simulate(
+    customers: int,
+    days: int,
+    policy: str,
+    seed: int,
+    first_day: date,
+    model_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Live a generated club for DAYS days under each policy; store the results for the report."""
+    from lifecycle.simulate import POLICIES, load_response_model
+    from lifecycle.simulate import simulate as run_simulation
+
+    policies = POLICIES if policy == "both" else (policy,)
+    progress = None
+    if not as_json:
+        def progress(pol: str, day: date, n: int) -> None:
+            if n % 30 == 0 or n == days:
+                click.echo(f"{pol}: {day} ({n}/{days} days)", err=True)
+
+    run = run_simulation(
+        _url(), customers=customers, days=days, policies=policies, seed=seed,
+        first_day=first_day, model=load_response_model(model_file), progress=progress,
+    )
+    if as_json:
+        click.echo(json.dumps(run, indent=2))
+        return
+    pols = run["policies"]
+    keys = [
+        "messages", "messages_per_customer_year", "sms", "email", "sms_cost", "email_cost",
+        "cost", "opt_outs", "conversions_total", "revenue_total", "seconds",
+    ]
+    click.echo(f"simulation #{run['simulation_id']}: {customers} customers, {days} days, "
+               f"seed {seed} (costs in {run['currency']})")
+    click.echo(f"{'measure':32}" + "".join(f"{p:>16}" for p in pols))
+    for key in keys:
+        click.echo(f"{key:32}" + "".join(f"{pols[p][key]:>16}" for p in pols))
+    for phase in ("activation", "stimulation", "cross_sell", "retention", "return"):
+        click.echo(f"{'conversions ' + phase:32}" + "".join(
+            f"{pols[p]['conversions'][phase]:>16}" for p in pols))
+
+
+@main.command()
+@click.option("--from", "first", type=DATE, required=True)
+@click.option("--to", "last", type=DATE, required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write")
+def report(first: date, last: date, out: Path | None) -> None:
+    """Write the self-contained HTML report of FROM..TO (default: the reports dir)."""
+    from lifecycle.report import write_report
+
+    result = write_report(_url(), first, last, out)
+    click.echo(str(result.path))
+    click.echo(json.dumps(result.headline, default=str))
+
+
+@main.command()
+@click.option("--customers", type=int, default=10_000, show_default=True)
 @click.option("--days", type=int, default=30, show_default=True)
 @click.option(
     "--start",

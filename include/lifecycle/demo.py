@@ -120,8 +120,45 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
         console.print(f"[red]the DAG failed[/]: {failed}; Airflow's log: {log_path}")
         return 1
     _print_totals(console, url, first, end)
+    _simulate_and_report(console, url, first, end, seed)
     console.print(f"done in {time.monotonic() - t0:.0f} s")
     return 0
+
+
+# A small AS IS vs TO BE run keeps the demo within a couple of minutes of what it was; run
+# `lifecycle simulate --customers 10000 --days 365` for the full year.
+DEMO_SIM_CUSTOMERS = 2000
+DEMO_SIM_DAYS = 45
+
+
+def _simulate_and_report(console: Console, url: str, first: date, last: date, seed: int) -> None:
+    from lifecycle.report import write_report
+    from lifecycle.simulate import simulate
+
+    console.print(
+        f"[bold]simulate[/] AS IS (blast) vs TO BE (lifecycle): {DEMO_SIM_CUSTOMERS} customers, "
+        f"{DEMO_SIM_DAYS} days"
+    )
+    simulate(url, customers=DEMO_SIM_CUSTOMERS, days=DEMO_SIM_DAYS, seed=seed)
+    report = write_report(url, first, last)
+    h = report.headline
+    t = Table(title="report headline")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("messages sent", str(h["messages"]))
+    t.add_row("messages per customer", f"{h['messages_per_customer']:.3f}")
+    t.add_row(f"message cost, {h['currency']}", f"{h['cost']:.2f}")
+    t.add_row("incremental conversions (vs control)", f"{h['incremental_conversions']:.1f}")
+    for policy, title in (("blast", "AS IS"), ("lifecycle", "TO BE")):
+        sim = h["simulation"].get(policy)
+        if sim:
+            t.add_row(f"{title}: messages per customer per year",
+                      f"{sim['messages_per_customer_year']:.1f}")
+            t.add_row(f"{title}: cost, {h['currency']}", f"{sim['cost']:.2f}")
+            t.add_row(f"{title}: conversions caused", str(sim["conversions_total"]))
+            t.add_row(f"{title}: opt-outs", str(sim["opt_outs"]))
+    console.print(t)
+    console.print(f"[bold]report[/] {report.path}")
 
 
 def _print_totals(console: Console, url: str, first: date, last: date) -> None:

@@ -104,12 +104,27 @@ class Settings(BaseSettings):
         description="An 'unknown' outbox row with no provider event this long after it turned "
         "unknown expires",
     )
+    # What a message costs (lifecycle.report, lifecycle.simulate), in the club's currency.
+    sms_cost: float = Field(default=0.20, ge=0, description="Cost of one SMS segment")
+    email_cost: float = Field(
+        default=0.02,
+        ge=0,
+        description="Cost of one email (SendGrid's plans come to well under 0.01 USD a mail)",
+    )
+    currency: str = Field(default="UAH", description="Currency of prices and costs in reports")
+    reports_dir: Path | None = Field(
+        default=None, description="Where reports are written; default <state dir>/reports"
+    )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
 
     @property
     def state_dir(self) -> Path:
         return self.home or (self.project_dir / ".lifecycle")
+
+    @property
+    def reports_path(self) -> Path:
+        return self.reports_dir or (self.state_dir / "reports")
 
     @property
     def dbt_project_dir(self) -> Path:
