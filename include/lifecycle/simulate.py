@@ -349,9 +349,9 @@ def _converts_anyway(
         )
     else:
         query = (
-            "select distinct t.c from unnest(%s::text[], %s::date[]) t(c, e) join raw.memberships m "
-            "on m.customer_id = t.c and m.status <> 'cancelled' and m.purchased_on > %s "
-            "and m.purchased_on <= t.e"
+            "select distinct t.c from unnest(%s::text[], %s::date[]) t(c, e) "
+            "join raw.memberships m on m.customer_id = t.c and m.status <> 'cancelled' "
+            "and m.purchased_on > %s and m.purchased_on <= t.e"
         )
     return {r[0] for r in conn.execute(query, (ids, ends, day))}
 
