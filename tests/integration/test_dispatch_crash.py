@@ -83,8 +83,15 @@ def test_sigkill_mid_batch_then_resume_never_sends_twice(fresh_db, seed):
         server.provider.configure(latency_ms=15, seed=seed)  # ~4 s of sending in all
         now = T0
         for _ in range(3):  # kill it up to three times at random points
+            before = len(server.provider.accepted)
             proc = _child(fresh_db, server.url, now)
-            time.sleep(rng.uniform(1.0, 2.0))  # python start-up ~0.6 s, then sending
+            # Kill it at a random point once it is sending (start-up takes 0.6 s on an idle
+            # machine, several seconds on a loaded one: a fixed delay may kill it too early).
+            deadline = time.monotonic() + 60
+            while (len(server.provider.accepted) == before and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 1.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             now += timedelta(seconds=LEASE + 1)  # the dead worker's leases lapse
