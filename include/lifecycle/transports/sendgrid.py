@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import queue
+import threading
 import time
 import urllib.error
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,6 +59,7 @@ class SendGridTransport:
         self._from = from_email
         self._pool = ThreadPoolExecutor(max_workers=concurrency,
                                         thread_name_prefix="sendgrid")
+        self._free = threading.Semaphore(concurrency)
 
     def _payload(self, group: list[OutboundMessage]) -> dict:
         if len(group) == 1 and len(group[0].body.encode()) > MAX_SUBSTITUTION_BYTES:
@@ -115,6 +117,9 @@ class SendGridTransport:
 
         pending = []
         for idxs in _requests(messages):
+            # A free thread first, then the turn: a request never waits for a thread after its
+            # turn came, so late starts cannot bunch up (what a per-second limit sees).
+            self._free.acquire()
             if pacer is not None:
                 while not holds.empty():
                     pacer.hold(holds.get())
@@ -123,6 +128,7 @@ class SendGridTransport:
                     time.sleep(delay)
             future = self._pool.submit(self._send_group, [messages[i] for i in idxs])
             future.add_done_callback(note_429)
+            future.add_done_callback(lambda _: self._free.release())
             pending.append((idxs, future))
         for idxs, future in pending:
             for i in idxs:

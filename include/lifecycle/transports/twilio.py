@@ -146,12 +146,14 @@ class TwilioTransport:
 
         tasks = []
         for i, m in enumerate(messages):
+            # A free slot first, then the turn: a send never waits for a slot after its turn
+            # came, so late starts cannot bunch up (what a provider's per-second limit sees).
+            await slots.acquire()
             if pacer is not None:
                 # Segments are what Twilio's rate counts; each send starts when its turn comes.
                 delay = pacer.due(segments(m.body)) - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await slots.acquire()
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         return results  # type: ignore[return-value]
