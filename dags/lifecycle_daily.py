@@ -4,6 +4,14 @@ Wiring only: every task body is one call into the ``lifecycle`` package. The war
 Airflow connection ``lifecycle_warehouse`` (a PostgreSQL URI); dbt gets it through Cosmos'
 profile mapping, the Python tasks through ``Connection.get``. ``validate_rules`` returns the
 phases as the dbt var ``lifecycle_phases``; the dbt tasks template it from that XCom.
+
+dbt's tests gate everything downstream: a failing test fails its model's task, and planning
+waits for all of them. Planning updates the ``lifecycle_outbox`` Asset, which starts
+``lifecycle_dispatch``. Catch-up is on: missed days run in order of their logical date
+(``max_active_runs=1``) and build dbt (facts, lifecycle history); with the wall clock, a day
+whose send window has passed (older than ``LIFECYCLE_CATCHUP_MAX_DAYS``, default 0 = before
+today) is not planned: the phase windows catch its customers today, and the outbox keys forbid
+a second send either way.
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ from __future__ import annotations
 import os
 import sys
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import Connection, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Connection, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 from cosmos import (
     DbtTaskGroup,
     ExecutionConfig,
@@ -25,16 +35,19 @@ from cosmos import (
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
+from lifecycle.operations import on_failure
 from lifecycle.settings import get_settings
 
-CONN_ID = os.environ.get("LIFECYCLE_WAREHOUSE_CONN_ID", "lifecycle_warehouse")
 SETTINGS = get_settings()  # environment only: no database, network or files touched here
-CHANNELS = ["sms", "email"]
 # Rendered when a dbt task runs: validate_rules' XCom, the JSON lifecycle.dbt_vars generates.
 PHASES_FROM_VALIDATE_RULES = "{{ ti.xcom_pull(task_ids='validate_rules') }}"
+OUTBOX = Asset("lifecycle_outbox")
 
 
-def _warehouse_url() -> str:
+CONN_ID = os.environ.get("LIFECYCLE_WAREHOUSE_CONN_ID", "lifecycle_warehouse")
+
+
+def warehouse_url() -> str:
     return Connection.get(CONN_ID).get_uri()
 
 
@@ -45,22 +58,37 @@ def _plan_date():
 @dag(
     dag_id="lifecycle_daily",
     description="Plan and send the day's lifecycle messages",
-    schedule="0 5 * * *",
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
+    schedule=SETTINGS.daily_schedule,
+    start_date=pendulum.datetime(
+        SETTINGS.daily_start_date.year, SETTINGS.daily_start_date.month,
+        SETTINGS.daily_start_date.day, tz="UTC"
+    ),
+    catchup=True,
     # Days run in order: caps and 'already sent' read the days before.
     max_active_runs=1,
     default_args={
         "owner": "lifecycle",
-        "retries": 2,
+        "retries": SETTINGS.task_retries,
         "retry_delay": timedelta(minutes=5),
         "execution_timeout": timedelta(hours=2),
+        "on_failure_callback": partial(on_failure, url_getter=warehouse_url),
     },
     params={
         "clock": Param(
             "wall",
             enum=["wall", "logical"],
             description="wall: send what is due now; logical: replay the day (demo, backfill)",
+        ),
+        "phases": Param(
+            [],
+            type="array",
+            items={"type": "string",
+                   "enum": ["activation", "stimulation", "cross_sell", "retention", "return"]},
+            description="Plan only these phases (empty: all). Rerun one phase of a day.",
+        ),
+        "dry_run": Param(
+            False, type="boolean",
+            description="Build and say what would be planned; write no outbox row, send nothing",
         ),
     },
     tags=["lifecycle", "daily"],
@@ -77,7 +105,7 @@ def lifecycle_daily():
     def prepare_warehouse() -> None:
         from lifecycle.warehouse import migrate
 
-        migrate(_warehouse_url())
+        migrate(warehouse_url())
 
     dbt = DbtTaskGroup(
         group_id="dbt",
@@ -112,39 +140,59 @@ def lifecycle_daily():
         },
     )
 
-    @task
+    @task(outlets=[OUTBOX])
     def plan() -> dict:
-        from lifecycle.pipeline import plan as plan_day
+        from lifecycle.operations import plan_or_preview, skip_stale_day
 
-        return plan_day(_warehouse_url(), _plan_date(), SETTINGS).as_dict()
+        params = get_current_context()["params"]
+        if params["clock"] == "wall":
+            # A missed day caught up late: built (facts, history), not planned.
+            why = skip_stale_day(warehouse_url(), _plan_date(), pendulum.now("UTC").date(),
+                               SETTINGS)
+            if why:
+                raise AirflowSkipException(why)
+        return plan_or_preview(warehouse_url(), _plan_date(), phases=params["phases"],
+                               dry_run=params["dry_run"], settings=SETTINGS)
 
-    @task(max_active_tis_per_dag=len(CHANNELS))
+    @task.short_circuit
+    def sending() -> bool:
+        """A dry run stops here: nothing is dispatched."""
+        return not get_current_context()["params"]["dry_run"]
+
+    @task
     def dispatch(channel: str) -> dict:
+        """Send the day's due rows of one channel (logical clock: all of them, replaying D)."""
         from lifecycle.pipeline import send_due
 
         clock = get_current_context()["params"]["clock"]
         return send_due(
-            _warehouse_url(), _plan_date(), clock=clock, channel=channel, settings=SETTINGS
+            warehouse_url(), _plan_date(), clock=clock, channel=channel, settings=SETTINGS
         ).as_dict()
 
     @task
     def summarize(planned: dict, sent: list[dict]) -> dict:
         from lifecycle.report import day_summary
 
-        return day_summary(_warehouse_url(), _plan_date(), planned, sent)
+        return day_summary(warehouse_url(), _plan_date(), planned, sent)
 
     @task
     def report() -> str:
         """The report of the 30 days ending on the date: an HTML file under the reports dir."""
         from lifecycle.report import write_day_report
 
-        return write_day_report(_warehouse_url(), _plan_date(), SETTINGS)
+        return write_day_report(warehouse_url(), _plan_date(), SETTINGS)
 
     rules_ok = validate_rules()
     ready = prepare_warehouse()
     planned = plan()
-    sent = dispatch.expand(channel=CHANNELS)
-    rules_ok >> ready >> dbt >> planned >> sent
+    send = sending()
+    sent = [
+        dispatch.override(task_id="dispatch_sms", pool=SETTINGS.twilio_pool)(channel="sms"),
+        dispatch.override(task_id="dispatch_email", pool=SETTINGS.sendgrid_pool)(
+            channel="email"
+        ),
+    ]
+    rules_ok >> ready >> dbt >> planned >> send >> sent
     summarize(planned, sent) >> report()
 
 

@@ -6,6 +6,7 @@ from Airflow connections/variables in explicitly; the package itself never impor
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     )
     dispatch_batch_size: int = Field(default=2000, description="SMS rows claimed per batch")
     dispatch_email_batch_size: int = Field(
-        default=20_000, description="Email rows claimed per batch (1000 per mail send request)"
+        default=50_000, description="Email rows claimed per batch (1000 per mail send request)"
     )
     dispatch_batch_s: float = Field(
         default=30.0,
@@ -82,7 +83,7 @@ class Settings(BaseSettings):
         default=100, description="SMS requests in flight per dispatcher (one per SMS)"
     )
     sendgrid_concurrency: int = Field(
-        default=4, description="Mail send requests in flight per dispatcher"
+        default=8, description="Mail send requests in flight per dispatcher"
     )
     # Provider webhooks (lifecycle.webhooks): SendGrid's signed event webhook verification key
     # (base64 DER as the SendGrid console shows it, or PEM); Twilio requests are verified with
@@ -103,6 +104,29 @@ class Settings(BaseSettings):
         default=48,
         description="An 'unknown' outbox row with no provider event this long after it turned "
         "unknown expires",
+    )
+    # Orchestration (the DAGs read these from the environment at parse time).
+    daily_schedule: str = Field(
+        default="0 5 * * *", description="Cron (UTC) of lifecycle_daily: when a day is planned"
+    )
+    daily_start_date: date = Field(
+        default=date(2026, 1, 1),
+        description="First logical date of lifecycle_daily; the scheduler catches up from it",
+    )
+    catchup_max_days: int = Field(
+        default=0, description="With the wall clock, a day more than this many days before "
+        "today is built but not planned (its send window has passed; phase windows catch its "
+        "customers today)"
+    )
+    task_retries: int = Field(
+        default=2, description="Retries of every lifecycle DAG task (each retry is safe)"
+    )
+    dispatch_shards: int = Field(
+        default=1, description="Dispatcher tasks per channel in lifecycle_dispatch"
+    )
+    twilio_pool: str = Field(default="lifecycle_twilio", description="Airflow pool of SMS tasks")
+    sendgrid_pool: str = Field(
+        default="lifecycle_sendgrid", description="Airflow pool of email tasks"
     )
     # What a message costs (lifecycle.report, lifecycle.simulate), in the club's currency.
     sms_cost: float = Field(default=0.20, ge=0, description="Cost of one SMS segment")

@@ -16,7 +16,16 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "lifecycle_daily" in dagbag.dag_ids
+    assert {"lifecycle_daily", "lifecycle_dispatch", "lifecycle_reconcile"} <= set(dagbag.dag_ids)
+
+
+def test_every_task_says_what_failed(dagbag):
+    for dag_id in dagbag.dag_ids:
+        for t in dagbag.dags[dag_id].tasks:
+            callbacks = t.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(getattr(c, "func", None).__name__ == "on_failure" for c in callbacks if c), (
+                dag_id, t.task_id)
 
 
 def test_every_dag_has_owner_tags_retries(dagbag):
@@ -31,16 +40,21 @@ def test_every_dag_has_owner_tags_retries(dagbag):
 def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
     dag = dagbag.dags["lifecycle_daily"]
     assert dag.max_active_runs == 1
-    assert dag.catchup is False
+    assert dag.catchup is True  # missed days are caught up, in order
     assert dag.params["clock"] == "wall"
+    assert dag.params["phases"] == [] and dag.params["dry_run"] is False
     plan = dag.get_task("plan")
     upstream = {t.task_id for t in plan.get_flat_relatives(upstream=True)}
     dbt_tasks = {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")}
     assert "dbt.customer_facts_model_build" in dbt_tasks
     assert dbt_tasks <= upstream
     assert {"validate_rules", "prepare_warehouse"} <= upstream
-    dispatch = dag.get_task("dispatch")
-    assert "plan" in {t.task_id for t in dispatch.upstream_list}
+    for channel, pool in (("sms", "lifecycle_twilio"), ("email", "lifecycle_sendgrid")):
+        dispatch = dag.get_task(f"dispatch_{channel}")
+        assert dispatch.pool == pool
+        assert "plan" in {t.task_id for t in dispatch.get_flat_relatives(upstream=True)}
+    # planning hands over to lifecycle_dispatch through the outbox Asset
+    assert [o.name for o in dag.get_task("plan").outlets] == ["lifecycle_outbox"]
     # dbt builds as of the run's logical date, with the phases validate_rules returned
     # (DESIGN.md #1: the rules file, never a hand-kept copy)
     phases_from_xcom = "{{ ti.xcom_pull(task_ids='validate_rules') }}"
@@ -56,3 +70,22 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
             model
         )
     assert "dbt.metrics_retention_monthly_model_build" in dbt_tasks
+
+
+def test_dispatch_dag_drains_each_channel_in_mapped_shards_within_its_pool(dagbag):
+    dag = dagbag.dags["lifecycle_dispatch"]
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    # every 10 minutes, and at once when a plan updates the outbox Asset
+    assert [key.name for key, _ in dag.timetable.asset_condition.iter_assets()] == [
+        "lifecycle_outbox"
+    ]
+    for channel, pool in (("sms", "lifecycle_twilio"), ("email", "lifecycle_sendgrid")):
+        drain = dag.get_task(f"drain_{channel}")
+        assert drain.pool == pool
+        assert drain.partial_kwargs["op_kwargs"]["channel"] == channel
+        assert f"{channel}_shards" in {t.task_id for t in drain.upstream_list}
+
+
+def test_reconcile_dag_runs_hourly_without_catchup(dagbag):
+    dag = dagbag.dags["lifecycle_reconcile"]
+    assert dag.catchup is False and [t.task_id for t in dag.tasks] == ["reconcile"]

@@ -27,7 +27,8 @@ RESULT_PREFIX = "@@lifecycle-day "
 D1 = date(2026, 5, 20)
 
 
-def run_daily(url: str, start: date, days: int, airflow_home: Path) -> list[dict]:
+def run_daily(url: str, start: date, days: int, airflow_home: Path,
+              expect_success: bool = True) -> list[dict]:
     env = {
         **os.environ,
         **airflow_env(url, Settings()),
@@ -54,7 +55,8 @@ def run_daily(url: str, start: date, days: int, airflow_home: Path) -> list[dict
         for x in proc.stdout.splitlines()
         if x.startswith(RESULT_PREFIX)
     ]
-    assert proc.returncode == 0, (lines, proc.stdout[-3000:], proc.stderr[-3000:])
+    assert (proc.returncode == 0) is expect_success, (lines, proc.stdout[-3000:],
+                                                       proc.stderr[-3000:])
     return lines
 
 
@@ -66,14 +68,17 @@ def _outbox(url: str) -> list[tuple]:
         ).fetchall()
 
 
-@pytest.fixture(scope="module")
-def club_url(server_url, tmp_path_factory):
-    name = "daily_dag"
+def _new_database(server_url: str, name: str) -> str:
     base = server_url.rsplit("/", 1)[0]
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
         conn.execute(f'create database "{name}"')
-    url = f"{base}/{name}"
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def club_url(server_url, tmp_path_factory):
+    url = _new_database(server_url, "daily_dag")
     generate(3000, date(2025, 3, 1), D1 + timedelta(days=2), 7, url=url)
     return url
 
@@ -150,3 +155,23 @@ def test_cli_run_does_the_same_work_as_the_dag(club_url):
     rows = [r for r in _outbox(club_url) if r[0] == day]
     assert report["plan"]["inserted_messages"] == len(rows) > 0
     assert report["dispatch"]["outcomes"] == {"sent": len(rows)}
+
+
+def test_a_failing_dbt_test_stops_planning_and_sending(server_url, tmp_path):
+    url = _new_database(server_url, "daily_dag_bad_data")
+    generate(500, date(2025, 3, 1), D1, 3, url=url)
+    with psycopg.connect(url) as conn:
+        # a membership that ends before it starts: dbt's memberships_end_on_or_after_start fails
+        customer = conn.execute("select min(customer_id) from raw.customers").fetchone()[0]
+        conn.execute(
+            "insert into raw.memberships (membership_id, customer_id, product, purchased_on, "
+            "starts_on, ends_on, price, status) values ('BAD-1', %s, 'year', %s, %s, %s, 100, "
+            "'active')", (customer, D1, D1, D1 - timedelta(days=1)))
+    lines = run_daily(url, D1, 1, tmp_path / "airflow", expect_success=False)
+    assert [(x["date"], x["state"]) for x in lines] == [(D1.isoformat(), "failed")]
+    with psycopg.connect(url) as conn:
+        outbox = conn.execute("select count(*) from ops.outbox").fetchone()[0]
+        skips = conn.execute("select count(*) from ops.skips").fetchone()[0]
+        sandbox = conn.execute("select count(*) from ops.sandbox_messages").fetchone()[0]
+        plans = conn.execute("select count(*) from ops.runs where step like 'plan%'").fetchone()[0]
+    assert (outbox, skips, sandbox, plans) == (0, 0, 0, 0)

@@ -1,0 +1,195 @@
+"""What the DAGs call besides the day's pipeline: dispatcher shards, the wall-clock drain,
+one-phase and dry runs, catch-up policy and the line a failing task logs.
+
+No Airflow here (DESIGN.md #7): the DAG files wire these functions; the CLI calls the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from datetime import UTC, date, datetime
+from typing import Any
+
+import psycopg
+
+from lifecycle import dispatch as dispatch_mod
+from lifecycle.pipeline import _run, validate_rules
+from lifecycle.planning import plan_day
+from lifecycle.rules import Rules
+from lifecycle.settings import Settings, get_settings
+from lifecycle.transports import get_transport
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_shards(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The dispatcher tasks to map over: each channel times ``dispatch_shards``.
+
+    Shards of one channel drain the same outbox side by side (the claim keeps them apart), so
+    on several workers they multiply a channel's throughput up to its provider's rate.
+    """
+    settings = settings or get_settings()
+    return [{"channel": ch, "shard": i}
+            for ch in dispatch_mod.CHANNELS for i in range(settings.dispatch_shards)]
+
+
+def drain(url: str, channel: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Send every row of ``channel`` due now (any planning date), at the provider's rate."""
+    settings = settings or get_settings()
+    now = datetime.now(UTC)
+    transport = get_transport(settings.transport, url, settings)
+    try:
+        with _run(url, now.date(), f"drain:{channel}") as run:
+            report = dispatch_mod.dispatch(url, transport, now=now, channel=channel,
+                                           settings=settings)
+            run.summary = report.as_dict()
+    finally:
+        transport.close()
+    return report.as_dict()
+
+
+def only_phases(rules: Rules, names: list[str]) -> Rules:
+    """The rules with every phase but ``names`` left out (a rerun of one phase)."""
+    known = {p.name for p in rules.phases}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"no enabled phase {unknown} in {rules.file}; valid: {sorted(known)}")
+    return dataclasses.replace(rules, phases=[p for p in rules.phases if p.name in names])
+
+
+def plan_or_preview(url: str, plan_date: date, *, phases: list[str] | None = None,
+                    dry_run: bool = False, settings: Settings | None = None) -> dict[str, Any]:
+    """Plan the day (only ``phases`` if given), or with ``dry_run`` say what it would plan and
+    write nothing. Returns counts only (an XCom)."""
+    settings = settings or get_settings()
+    rules = validate_rules(settings)
+    if phases:
+        rules = only_phases(rules, phases)
+    if dry_run:
+        from lifecycle.preview import preview
+
+        result = preview(url, rules, plan_date, settings, samples=0)
+        return {"dry_run": True, "planned": result.planned, "skipped": result.skipped,
+                "phases": {p.name: p.planned for p in result.phases},
+                "volume": result.volume}
+    with _run(url, plan_date, "plan" if not phases else "plan:" + ",".join(phases)) as run:
+        report = plan_day(url, rules, plan_date, settings)
+        run.summary = report.as_dict()
+    return report.as_dict()
+
+
+def skip_stale_day(url: str, plan_date: date, today: date,
+                   settings: Settings | None = None) -> str | None:
+    """Why a wall-clock run for ``plan_date`` must not plan (None: plan it); a skip is
+    recorded in ``ops.runs`` (step plan, status skipped).
+
+    A message is sent inside its planning day's send window, never after it: a day caught up
+    late (the scheduler was down) would plan messages that can only expire. So a day older than
+    ``catchup_max_days`` is built but not planned; the phase windows (days 20-30, 60-90, ...)
+    catch its customers today, and nobody gets a message meant for another day.
+    """
+    settings = settings or get_settings()
+    late = (today - plan_date).days
+    if late <= settings.catchup_max_days:
+        return None
+    why = (f"{plan_date} is {late} day(s) before today ({today}): its send window has passed, "
+           f"so it is not planned (LIFECYCLE_CATCHUP_MAX_DAYS={settings.catchup_max_days}); "
+           "its customers are caught by today's plan")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
+                     "values (%s, 'plan', now(), 'skipped', %s)",
+                     (plan_date, json.dumps({"reason": why})))
+    log.warning(why)
+    return why
+
+
+def pending_counts(url: str, plan_date: date | None = None) -> dict[str, Any]:
+    """Outbox rows not yet settled, by phase and channel (of one date, or all): what a
+    failing task leaves behind."""
+    where = "status in ('planned', 'claimed', 'unknown')"
+    params: tuple = ()
+    if plan_date is not None:
+        where += " and plan_date = %s"
+        params = (plan_date,)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            f"select phase, channel, status, count(*) from ops.outbox where {where} "
+            "group by 1, 2, 3 order by 1, 2, 3", params
+        ).fetchall()
+    by_phase: dict[str, int] = {}
+    by_channel: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    for phase, channel, status, n in rows:
+        by_phase[phase] = by_phase.get(phase, 0) + n
+        by_channel[channel] = by_channel.get(channel, 0) + n
+        by_status[status] = by_status.get(status, 0) + n
+    return {"total": sum(by_phase.values()), "by_phase": by_phase, "by_channel": by_channel,
+            "by_status": by_status}
+
+
+def failure_message(url: str | None, *, dag_id: str, task_id: str, plan_date: date | None,
+                    error: BaseException | str | None) -> str:
+    """One line for a failed task: what failed and which messages it leaves unsent (counts by
+    phase and channel, no personal data)."""
+    head = f"lifecycle: {dag_id}.{task_id} failed"
+    if plan_date is not None:
+        head += f" for {plan_date}"
+    if error is not None:
+        head += f": {type(error).__name__ if isinstance(error, BaseException) else 'error'}: "
+        head += str(error).splitlines()[0][:300] if str(error) else ""
+    if url is None:
+        return head
+    try:
+        pending = pending_counts(url, plan_date)
+    except psycopg.Error as exc:
+        return f"{head}; the outbox could not be read ({type(exc).__name__})"
+    if not pending["total"]:
+        return f"{head}; no message of that date is waiting"
+    phases = ", ".join(f"{p} {n}" for p, n in pending["by_phase"].items())
+    channels = ", ".join(f"{c} {n}" for c, n in pending["by_channel"].items())
+    return (f"{head}; {pending['total']} messages not yet sent (by phase: {phases}; by channel: "
+            f"{channels}; {json.dumps(pending['by_status'])})")
+
+
+def reconcile_now(url: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Reconcile as of now; log what is still open; return counts (XComs carry no audiences)."""
+    from lifecycle.reconcile import reconcile
+
+    report = reconcile(url, now=datetime.now(UTC), settings=settings or get_settings())
+    counts = {
+        "sent": report.sent,
+        "expired": report.expired,
+        "unresolved": len(report.unresolved),
+        "next_expiry": min((u.expires_at for u in report.unresolved), default=None),
+        "expired_but_seen": len(report.expired_but_seen),
+    }
+    if counts["next_expiry"] is not None:
+        counts["next_expiry"] = counts["next_expiry"].isoformat()
+    log.info("lifecycle reconcile: %s", json.dumps(counts))
+    if report.unresolved:
+        sample = ", ".join(str(u.outbox_id) for u in report.unresolved[:20])
+        log.warning("still unknown (outbox ids, first 20): %s", sample)
+    if report.expired_but_seen:
+        log.warning("expired, yet the provider reported them (look at them): %s",
+                    ", ".join(map(str, report.expired_but_seen[:20])))
+    return counts
+
+
+def on_failure(context: dict[str, Any], url_getter, per_date: bool = True) -> str:
+    """An Airflow on_failure_callback (bind ``url_getter`` with functools.partial): logs which
+    task failed for which date and how many messages it leaves unsent (of the run's logical
+    date, or of every date without ``per_date``). Reads the context as a plain mapping (no
+    Airflow import here)."""
+    ti = context["ti"]
+    logical = context.get("logical_date") if per_date else None
+    try:
+        url = url_getter()
+    except Exception:  # noqa: BLE001 - a failure callback must report whatever else is broken
+        url = None
+    line = failure_message(url, dag_id=ti.dag_id, task_id=ti.task_id,
+                           plan_date=logical.date() if logical else None,
+                           error=context.get("exception"))
+    log.error(line)
+    return line
