@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
 
 from lifecycle import dispatch as dispatch_mod
+from lifecycle.logs import get_logger
 from lifecycle.pipeline import _run, validate_rules
 from lifecycle.planning import plan_day
 from lifecycle.rules import Rules
 from lifecycle.settings import Settings, get_settings
 from lifecycle.transports import get_transport
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def dispatch_shards(settings: Settings | None = None) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import io
 import json
-import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -16,9 +15,10 @@ from typing import Any
 import psycopg
 
 from lifecycle import sms
+from lifecycle.logs import get_logger
 from lifecycle.settings import Settings, get_settings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def day_counts(url: str, plan_date: date) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lifecycle.logs import mask_library_loggers
 from lifecycle.settings import Settings, get_settings
 from lifecycle.transports.base import OutboundMessage, SendOutcome, SendResult, Transport
 
@@ -49,6 +50,8 @@ def get_transport(name: str, url: str, settings: Settings | None = None) -> Tran
         raise ValueError(f"unknown transport '{name}'; valid: sandbox, standin, live")
     from lifecycle.transports.sendgrid import SendGridTransport
     from lifecycle.transports.twilio import TwilioTransport
+
+    mask_library_loggers()  # the SDKs log requests: never a number or an address in clear
 
     base = settings.standin_url if name == "standin" else None
     if name == "live":

@@ -23,6 +23,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from lifecycle.logs import get_logger
 from lifecycle.sms import segments
 from lifecycle.throttle import Pacer
 from lifecycle.transports.base import OutboundMessage, SendOutcome, SendResult
@@ -31,7 +32,7 @@ TWILIO_BASE = "https://api.twilio.com"
 # 429: rate limited, never processed. 503: not accepted. Other 5xx may have been processed.
 _RETRYABLE_STATUS = {429, 503}
 # The SDK logs every request and response at INFO (the To number included): keep it quiet.
-_SDK_LOGGER = logging.getLogger("lifecycle.twilio_sdk")
+_SDK_LOGGER = get_logger("lifecycle.twilio_sdk")
 _SDK_LOGGER.setLevel(logging.WARNING)
 
 

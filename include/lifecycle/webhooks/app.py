@@ -15,7 +15,6 @@ unreachable (the providers retry). Logs name the route and the reason, never an 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -24,12 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from lifecycle.logs import get_logger
 from lifecycle.preview import mask_email, mask_phone
 from lifecycle.settings import Settings, get_settings
 from lifecycle.webhooks import sendgrid, twilio
 from lifecycle.webhooks.events import Event, MalformedBody, WriteResult, write_events
 
-log = logging.getLogger("lifecycle.webhooks")
+log = get_logger("lifecycle.webhooks")
 
 PREFIX = "/lifecycle"
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
