@@ -162,11 +162,16 @@ def lifecycle_daily():
     @task
     def dispatch(channel: str) -> dict:
         """Send the day's due rows of one channel (logical clock: all of them, replaying D)."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from lifecycle.operations import with_provider_connections
         from lifecycle.pipeline import send_due
 
         clock = get_current_context()["params"]["clock"]
+        # Credentials: the connections lifecycle_twilio / lifecycle_sendgrid, else environment.
+        settings = with_provider_connections(SETTINGS, Connection.get, AirflowNotFoundException)
         return send_due(
-            warehouse_url(), _plan_date(), clock=clock, channel=channel, settings=SETTINGS
+            warehouse_url(), _plan_date(), clock=clock, channel=channel, settings=settings
         ).as_dict()
 
     @task

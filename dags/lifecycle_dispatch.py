@@ -63,9 +63,14 @@ def lifecycle_dispatch():
 
     @task
     def drain(channel: str, shard: int) -> dict:
-        from lifecycle.operations import drain as drain_channel
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
-        return {"shard": shard, **drain_channel(warehouse_url(), channel, SETTINGS)}
+        from lifecycle.operations import drain as drain_channel
+        from lifecycle.operations import with_provider_connections
+
+        # Credentials: the connections lifecycle_twilio / lifecycle_sendgrid, else environment.
+        settings = with_provider_connections(SETTINGS, Connection.get, AirflowNotFoundException)
+        return {"shard": shard, **drain_channel(warehouse_url(), channel, settings)}
 
     drain.override(task_id="drain_sms", pool=SETTINGS.twilio_pool).partial(
         channel="sms"

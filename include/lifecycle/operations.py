@@ -193,3 +193,47 @@ def on_failure(context: dict[str, Any], url_getter, per_date: bool = True) -> st
                            error=context.get("exception"))
     log.error(line)
     return line
+
+
+# Airflow connection -> settings: how credentials reach a DAG task (never files).
+TWILIO_CONN_ID = "lifecycle_twilio"
+SENDGRID_CONN_ID = "lifecycle_sendgrid"
+
+
+def with_provider_connections(settings: Settings, get_connection,
+                              not_found: type[Exception]) -> Settings:
+    """``settings`` with provider credentials from the Airflow connections, where defined.
+
+    ``lifecycle_twilio``: login = Account SID, password = Auth Token, extra
+    ``messaging_service_sid`` / ``from`` / ``status_callback_url``. ``lifecycle_sendgrid``:
+    password = API key, extra ``from``. ``get_connection`` is Airflow's ``Connection.get`` and
+    ``not_found`` its missing-connection error (the package imports no Airflow); a connection
+    that does not exist leaves the environment's settings as they are.
+    """
+    update: dict[str, Any] = {}
+    try:
+        tw = get_connection(TWILIO_CONN_ID)
+    except not_found:
+        tw = None
+    if tw is not None:
+        extra = tw.extra_dejson or {}
+        update.update({
+            "twilio_account_sid": tw.login or settings.twilio_account_sid,
+            "twilio_auth_token": tw.password or settings.twilio_auth_token,
+            "twilio_messaging_service_sid": extra.get("messaging_service_sid")
+            or settings.twilio_messaging_service_sid,
+            "twilio_from": extra.get("from") or settings.twilio_from,
+            "twilio_status_callback_url": extra.get("status_callback_url")
+            or settings.twilio_status_callback_url,
+        })
+    try:
+        sg = get_connection(SENDGRID_CONN_ID)
+    except not_found:
+        sg = None
+    if sg is not None:
+        extra = sg.extra_dejson or {}
+        update.update({
+            "sendgrid_api_key": sg.password or settings.sendgrid_api_key,
+            "sendgrid_from": extra.get("from") or settings.sendgrid_from,
+        })
+    return settings.model_copy(update=update) if update else settings

@@ -59,7 +59,7 @@ def send_due(
 ) -> dispatch_mod.DispatchReport:
     """Dispatch due rows. ``clock='logical'`` replays ``plan_date`` (its rows are all due)."""
     settings = settings or get_settings()
-    transport = get_transport(settings.transport, url)
+    transport = get_transport(settings.transport, url, settings)
     try:
         with _run(url, plan_date, f"dispatch:{channel or 'all'}") as run:
             if clock == "logical":
