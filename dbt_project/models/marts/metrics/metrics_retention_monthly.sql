@@ -1,6 +1,27 @@
 {#- Retention, churn, repeat purchases, LTV and dead contacts per calendar month and club, from
     the membership and purchase history as recorded on D (var as_of_date). Every definition is
-    in _metrics__models.yml and the README. The month of D is measured up to D. -#}
+    in _metrics__models.yml and the README. The month of D is measured up to D.
+
+    Incremental: the member counts (S, E, N, retained, churned) of a month stored complete are
+    kept; only the other months (the month of D, a month stored incomplete, a club without a
+    stored row) are counted from the memberships, the costly part (every membership joined to
+    the months it spans). Purchases, revenue and the 12-month and to-date figures are cheap and
+    recomputed over every month. Building an earlier D first drops the months after D's month
+    (pre-hook); a full refresh counts every month. -#}
+
+{%- set drop_later_months -%}{% raw %}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where month > cast(date_trunc('month', {{ as_of_date() }}) as date)
+    {%- endif -%}
+{% endraw %}{%- endset -%}
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key=['month'],
+    on_schema_change='sync_all_columns',
+    pre_hook=[drop_later_months],
+) }}
 
 with
 
@@ -21,6 +42,33 @@ purchases as (
     select * from {{ ref('int_purchases_classified') }}
 
 ),
+
+{% if is_incremental() %}
+
+stored as (
+
+    select * from {{ this }}
+
+),
+
+{% else %}
+
+stored as (
+
+    select
+        cast(null as date) as month,
+        cast(null as text) as club_id,
+        cast(null as boolean) as is_complete,
+        cast(null as integer) as customers_start,
+        cast(null as integer) as customers_end,
+        cast(null as integer) as new_customers,
+        cast(null as integer) as retained_customers,
+        cast(null as integer) as churned_customers
+    where false
+
+),
+
+{% endif %}
 
 as_of as (
 
@@ -105,27 +153,66 @@ clubs as (
 
 ),
 
+-- member counts kept from the stored table: months complete then and complete as of D
+stored_counts as (
+
+    select
+        stored.month,
+        stored.club_id,
+        stored.customers_start,
+        stored.customers_end,
+        stored.new_customers,
+        stored.retained_customers,
+        stored.churned_customers
+    from stored
+    inner join months
+        on stored.month = months.month
+    where
+        stored.is_complete
+        and months.is_complete
+
+),
+
+-- the months and clubs whose members are counted from the memberships in this build
+months_to_count as (
+
+    select
+        months.month,
+        months.period_end,
+        clubs.club_id
+    from months
+    cross join clubs
+    where not exists (
+        select 1 from stored_counts
+        where
+            stored_counts.month = months.month
+            and stored_counts.club_id = clubs.club_id
+    )
+
+),
+
 -- per customer and month: a membership held on the first day (S) / on the period end (E)
 member_months as (
 
     select
         kept_memberships.customer_id,
         kept_memberships.club_id,
-        months.month,
-        months.period_end,
+        months_to_count.month,
+        months_to_count.period_end,
         bool_or(
-            kept_memberships.starts_on <= months.month
-            and kept_memberships.ends_on >= months.month
+            kept_memberships.starts_on <= months_to_count.month
+            and kept_memberships.ends_on >= months_to_count.month
         ) as at_start,
         bool_or(
-            kept_memberships.starts_on <= months.period_end
-            and kept_memberships.ends_on >= months.period_end
+            kept_memberships.starts_on <= months_to_count.period_end
+            and kept_memberships.ends_on >= months_to_count.period_end
         ) as at_end
     from kept_memberships
-    inner join months
+    inner join months_to_count
         on
-            kept_memberships.starts_on <= months.period_end
-            and kept_memberships.ends_on >= months.month
+            kept_memberships.club_id = months_to_count.club_id
+            and kept_memberships.starts_on <= months_to_count.period_end
+            and kept_memberships.ends_on >= months_to_count.month
     group by 1, 2, 3, 4
 
 ),
@@ -169,7 +256,7 @@ held as (
 new_customers as (
 
     select
-        months.month,
+        months_to_count.month,
         firsts.club_id,
         count(*) as new_customers
     from (
@@ -180,10 +267,11 @@ new_customers as (
         from kept_memberships
         group by customer_id
     ) as firsts
-    inner join months
+    inner join months_to_count
         on
-            firsts.first_starts_on > months.month
-            and firsts.first_starts_on <= months.period_end
+            firsts.club_id = months_to_count.club_id
+            and firsts.first_starts_on > months_to_count.month
+            and firsts.first_starts_on <= months_to_count.period_end
     group by 1, 2
 
 ),
@@ -246,11 +334,13 @@ counts as (
         months.period_end,
         months.is_complete,
         months.period_end - months.month + 1 as days_measured,
-        coalesce(held.customers_start, 0) as customers_start,
-        coalesce(held.customers_end, 0) as customers_end,
-        coalesce(new_customers.new_customers, 0) as new_customers,
-        coalesce(held.retained_customers, 0) as retained_customers,
-        coalesce(churned.churned_customers, 0) as churned_customers,
+        coalesce(stored_counts.customers_start, held.customers_start, 0) as customers_start,
+        coalesce(stored_counts.customers_end, held.customers_end, 0) as customers_end,
+        coalesce(stored_counts.new_customers, new_customers.new_customers, 0) as new_customers,
+        coalesce(stored_counts.retained_customers, held.retained_customers, 0)
+            as retained_customers,
+        coalesce(stored_counts.churned_customers, churned.churned_customers, 0)
+            as churned_customers,
         coalesce(buyers_by_month.first_purchases, 0) as first_purchases,
         coalesce(buyers_by_month.second_purchases, 0) as second_purchases,
         coalesce(purchases_by_month.purchases, 0) as purchases,
@@ -259,6 +349,8 @@ counts as (
         dead_contacts.dead_contacts
     from months
     cross join clubs
+    left join stored_counts
+        on months.month = stored_counts.month and clubs.club_id = stored_counts.club_id
     left join held
         on months.month = held.month and clubs.club_id = held.club_id
     left join new_customers
