@@ -29,26 +29,13 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
+from bench_generate_load import label, parse_size
 
 from lifecycle.dbt import run_dbt
 from lifecycle.generator import generate
 from lifecycle.warehouse import migrate, resolve_url
 
 LATE_SHARE = 0.05  # of the new day's visits, how many are dated three days earlier instead
-
-
-def parse_size(text: str) -> int:
-    text = text.strip().lower()
-    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    return int(float(text.rstrip("km")) * factor)
-
-
-def label(n: int) -> str:
-    if n >= 1_000_000 and n % 1_000_000 == 0:
-        return f"{n // 1_000_000}M"
-    if n >= 1_000 and n % 1_000 == 0:
-        return f"{n // 1_000}k"
-    return str(n)
 
 
 def load_next_day(url: str, day: date) -> dict[str, int]:
