@@ -15,11 +15,10 @@ import psycopg
 
 from lifecycle import dispatch as dispatch_mod
 from lifecycle.logs import get_logger
-from lifecycle.pipeline import _run, validate_rules
+from lifecycle.pipeline import _run, send_due, validate_rules
 from lifecycle.planning import plan_day
 from lifecycle.rules import Rules
 from lifecycle.settings import Settings, get_settings
-from lifecycle.transports import get_transport
 
 log = get_logger(__name__)
 
@@ -36,18 +35,12 @@ def dispatch_shards(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 
 def drain(url: str, channel: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Send every row of ``channel`` due now (any planning date), at the provider's rate."""
-    settings = settings or get_settings()
-    now = datetime.now(UTC)
-    transport = get_transport(settings.transport, url, settings)
-    try:
-        with _run(url, now.date(), f"drain:{channel}") as run:
-            report = dispatch_mod.dispatch(url, transport, now=now, channel=channel,
-                                           settings=settings)
-            run.summary = report.as_dict()
-    finally:
-        transport.close()
-    return report.as_dict()
+    """Send every row of ``channel`` due now (any planning date), at the provider's rate.
+
+    The wall-clock dispatch the daily run does, recorded in ``ops.runs`` under today's date.
+    """
+    return send_due(url, datetime.now(UTC).date(), clock="wall", channel=channel,
+                    settings=settings).as_dict()
 
 
 def only_phases(rules: Rules, names: list[str]) -> Rules:
