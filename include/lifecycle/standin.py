@@ -16,8 +16,9 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import gc
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -39,22 +40,24 @@ class Faults:
     slow_after_accept: float = 0.0  # processed, reply only after ``slow_ms``
     slow_ms: float = 5_000.0
     retry_after_s: int = 1
-    # The provider's own rate limit (0 = none): 429 beyond it. Enforced as rate limiters
-    # usually are, a token bucket refilled at max_rps that holds max_burst_s of traffic
-    # (at least 2 requests: arrival times jitter by a few ms whatever the sender does).
+    # The provider's own rate limit (0 = none): 429 beyond it. Twilio's: a token bucket
+    # refilled at max_rps that holds max_burst_s of traffic (at least 2 requests: arrival
+    # times jitter by a few ms whatever the sender does). SendGrid's, as its v3 API documents
+    # it: a fixed number of requests (max_rps) per refresh period (one second, aligned to
+    # the epoch second), with X-RateLimit-Limit, -Remaining and -Reset (epoch seconds) on
+    # every answer and a 429 without Retry-After once the period's requests are used up.
     max_rps: float = 0.0
     max_burst_s: float = 0.1
     seed: int = 0
 
 
-@dataclass
-class Accepted:
+class Accepted(NamedTuple):
     provider: str
     message_id: str
     to: str
     body: str
     outbox_id: str | None
-    at: float = field(default_factory=time.time)
+    at: float
 
 
 class StandinProvider:
@@ -63,12 +66,19 @@ class StandinProvider:
     def __init__(self, faults: Faults | None = None):
         self.faults = faults or Faults()
         self._rng = random.Random(self.faults.seed)
-        self.accepted: list[Accepted] = []
+        # Accepted messages as plain tuples: those drop out of the garbage collector's
+        # tracking, so a log of a million does not make every full collection walk it (pauses
+        # that would hold incoming requests and skew the rate limit's clock).
+        self._accepted: list[tuple] = []
         self.accepted_requests: list[tuple[str, float]] = []
         self.requests = 0
         self.rate_limited = 0  # 429s this server gave because its max_rps was exceeded
         self._tokens: float | None = None  # the rate limit's bucket (None: full)
         self._refilled = 0.0
+        # Under a rate limit: when each request reached it (wall clock) and whether it was
+        # refused, so a benchmark can see how close together requests came.
+        self.limited_arrivals: list[tuple[float, bool]] = []
+        self._period = (0, 0)  # SendGrid's refresh period: (epoch second, requests in it)
         self._lock = threading.Lock()
 
     def configure(self, **knobs: Any) -> None:
@@ -77,11 +87,13 @@ class StandinProvider:
 
     def reset(self) -> None:
         with self._lock:
-            self.accepted.clear()
+            self._accepted.clear()
             self.accepted_requests.clear()
             self.requests = 0
             self.rate_limited = 0
             self._tokens = None
+            self._period = (0, 0)
+            self.limited_arrivals.clear()
 
     def _draw(self) -> str | None:
         f = self.faults
@@ -94,19 +106,27 @@ class StandinProvider:
             r -= p
         return None
 
-    def _record(self, items: list[Accepted]) -> None:
+    @property
+    def accepted(self) -> list[Accepted]:
+        """Every message accepted so far, in order."""
         with self._lock:
-            self.accepted.extend(items)
+            return list(map(Accepted._make, self._accepted))
+
+    def _record(self, items: list[tuple]) -> None:
+        at = time.time()
+        with self._lock:
+            self._accepted.extend(item + (at,) for item in items)
             if items:
-                self.accepted_requests.append((items[0].provider, time.time()))
+                self.accepted_requests.append((items[0][0], at))
 
     def stats(self) -> dict[str, Any]:
         """Per provider: accepted messages and requests, when the first and last came, and the
         most requests accepted in any one second (what a rate limit is judged by)."""
         out: dict[str, Any] = {"requests": self.requests, "rate_limited": self.rate_limited}
         with self._lock:
+            out["limited_arrivals"] = list(self.limited_arrivals)
             reqs = list(self.accepted_requests)
-            counts = collections.Counter(a.provider for a in self.accepted)
+            counts = collections.Counter(a[0] for a in self._accepted)
         for provider in ("twilio", "sendgrid"):
             times = sorted(t for p, t in reqs if p == provider)
             peak, lo = 0, 0
@@ -125,11 +145,33 @@ class StandinProvider:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def _fault_or_none(self, request: web.Request) -> tuple[str | None, web.Response | None]:
+    def _sendgrid_period(self) -> tuple[str | None, dict[str, str]]:
+        """Count a request in SendGrid's refresh period; a 429 beyond the limit (lock held)."""
+        limit = max(1, int(self.faults.max_rps))
+        second = int(time.time())
+        start, used = self._period
+        if start != second:
+            start, used = second, 0
+        fault = "error_429" if used >= limit else None
+        if fault is None:
+            used += 1
+        self._period = (start, used)
+        return fault, {"X-RateLimit-Limit": str(limit),
+                       "X-RateLimit-Remaining": str(limit - used),
+                       "X-RateLimit-Reset": str(start + 1)}
+
+    async def _fault_or_none(self, request: web.Request, provider: str = "twilio"
+                             ) -> tuple[str | None, web.Response | None, dict[str, str]]:
+        limit_headers: dict[str, str] = {}
         with self._lock:
             self.requests += 1
             fault = self._draw()
-            if self.faults.max_rps and fault is None:
+            if self.faults.max_rps and fault is None and provider == "sendgrid":
+                fault, limit_headers = self._sendgrid_period()
+                if fault:
+                    self.rate_limited += 1
+                self.limited_arrivals.append((time.time(), fault == "error_429"))
+            elif self.faults.max_rps and fault is None:
                 now = time.monotonic()
                 rate = self.faults.max_rps
                 capacity = max(2.0, rate * self.faults.max_burst_s)
@@ -142,17 +184,18 @@ class StandinProvider:
                 else:
                     tokens -= 1.0
                 self._tokens = tokens
+                self.limited_arrivals.append((time.time(), fault == "error_429"))
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
         if fault == "error_429":
-            return fault, _error(429, "Too Many Requests",
-                                 {"Retry-After": str(self.faults.retry_after_s)})
+            return fault, _error(429, "Too Many Requests", limit_headers or
+                                 {"Retry-After": str(self.faults.retry_after_s)}), {}
         if fault in ("error_500", "error_503"):
-            return fault, _error(int(fault[-3:]), "Service unavailable")
+            return fault, _error(int(fault[-3:]), "Service unavailable"), {}
         if fault == "drop_before_accept":
             _cut(request)
-            return fault, web.Response(status=500)
-        return fault, None
+            return fault, web.Response(status=500), {}
+        return fault, None, limit_headers
 
     async def _after_accept(self, request: web.Request, fault: str | None,
                             ok: web.Response) -> web.Response:
@@ -165,7 +208,7 @@ class StandinProvider:
         return ok
 
     async def twilio_messages(self, request: web.Request) -> web.Response:
-        fault, refused = await self._fault_or_none(request)
+        fault, refused, _ = await self._fault_or_none(request)
         if refused is not None:
             return refused
         form = await request.post()
@@ -180,7 +223,7 @@ class StandinProvider:
         sid = "SM" + uuid.uuid4().hex
         callback = str(form.get("StatusCallback") or "")
         outbox_id = callback.rsplit("outbox_id=", 1)[1] if "outbox_id=" in callback else None
-        self._record([Accepted("twilio", sid, str(to), str(body), outbox_id)])
+        self._record([("twilio", sid, str(to), str(body), outbox_id)])
         account = request.match_info["account"]
         ok = _json(201, {
             "sid": sid, "account_sid": account, "to": to, "from": form.get("From"),
@@ -192,7 +235,7 @@ class StandinProvider:
         return await self._after_accept(request, fault, ok)
 
     async def sendgrid_send(self, request: web.Request) -> web.Response:
-        fault, refused = await self._fault_or_none(request)
+        fault, refused, limit_headers = await self._fault_or_none(request, "sendgrid")
         if refused is not None:
             return refused
         try:
@@ -212,10 +255,10 @@ class StandinProvider:
             for tag, value in (p.get("substitutions") or {}).items():
                 body = body.replace(tag, str(value))
             for rcpt in p.get("to") or []:
-                items.append(Accepted("sendgrid", f"{batch_id}.{i}", rcpt.get("email", ""),
-                                      body, custom.get("outbox_id")))
+                items.append(("sendgrid", f"{batch_id}.{i}", rcpt.get("email", ""), body,
+                              custom.get("outbox_id")))
         self._record(items)
-        ok = web.Response(status=202, headers={"X-Message-Id": batch_id})
+        ok = web.Response(status=202, headers={"X-Message-Id": batch_id, **limit_headers})
         return await self._after_accept(request, fault, ok)
 
     async def control(self, request: web.Request) -> web.Response:
@@ -295,4 +338,5 @@ class StandinServer:
 
 def serve(port: int, faults: Faults | None = None) -> None:
     """Serve in the foreground until interrupted (``lifecycle standin serve``)."""
+    gc.freeze()  # the server's own modules stay out of every collection (shorter pauses)
     web.run_app(StandinProvider(faults).app(), host="127.0.0.1", port=port, access_log=None)

@@ -15,6 +15,12 @@ class ChannelRouter:
         self._by_channel = by_channel
 
     def send_batch(self, messages: list[OutboundMessage], pacer=None) -> list[SendResult]:
+        channels = (messages.channels() if hasattr(messages, "channels")  # a claimed Batch
+                    else {m.channel for m in messages})
+        if len(channels) == 1 and (channel := channels.pop()) in self._by_channel:
+            # one channel (a drain's batch): handed on as it is, not copied into a list of
+            # message objects that would sit in the collector's oldest generation
+            return self._by_channel[channel].send_batch(messages, pacer=pacer)
         results: list[SendResult | None] = [None] * len(messages)
         for channel, transport in self._by_channel.items():
             idxs = [i for i, m in enumerate(messages) if m.channel == channel]

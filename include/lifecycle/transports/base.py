@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from lifecycle.throttle import Pacer
 
 
-@dataclass(frozen=True)
-class OutboundMessage:
+class OutboundMessage(NamedTuple):
+    """One claimed outbox row, as a transport sends it (a tuple: cheap to make from a row)."""
+
     outbox_id: int
     message_key: str
     customer_id: str
