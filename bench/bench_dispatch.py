@@ -49,16 +49,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _provider_priority() -> None:
-    """A provider's servers do not share the dispatcher's CPU: on this 2-core machine the
-    stand-in runs at a higher priority (where we may raise it), so its clock, which judges
-    the rate limit, is not held back by the load we generate."""
-    try:
-        os.nice(-10)
-    except OSError:
-        pass
-
-
 class Standin:
     """The stand-in provider in a child process."""
 
@@ -69,8 +59,7 @@ class Standin:
                 "serve(int(sys.argv[1]), Faults(**json.loads(sys.argv[2])))")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.port),
                                       json.dumps(faults)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_provider_priority)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(200):
             try:
                 self.stats()
