@@ -453,9 +453,29 @@ def test_incremental_visits_equal_a_full_rebuild_and_past_days_rebuild_the_same(
             """,
             {"from": day - timedelta(days=10), "to": day - timedelta(days=9)},
         ).rowcount
+        # stg_club__customers is incremental too: a reloaded customer (new email and phone)
+        # and a new one must come out as a full rebuild cleans them
+        changed = conn.execute(
+            """
+            update raw.customers
+            set email = ' Changed.' || customer_id || '@Example.ORG ', phone = '0501234567',
+                _loaded_at = now()
+            where customer_id = (select min(customer_id) from raw.customers)
+            returning customer_id
+            """
+        ).fetchone()[0]
+        conn.execute(
+            "insert into raw.customers (customer_id, first_name, email, phone, created_at) "
+            "values ('newcomer', 'Nova', 'nova@example.com', '+380671112233', %(at)s)",
+            {"at": day},
+        )
     assert late > 0 and moved == 5
     run_dbt(fresh_db, args, as_of=next_day, target_path=tmp_path)
     incremental = _snapshot(fresh_db)
+    facts = {row[0]: row for row in incremental[1]}
+    assert facts[changed][3] == f"changed.{changed.lower()}@example.org"
+    assert facts[changed][4] == "+380501234567"
+    assert "newcomer" in facts
     with psycopg.connect(fresh_db) as conn:
         counted, loaded = conn.execute(
             "select (select sum(visits_count) from analytics.int_visits_daily), "

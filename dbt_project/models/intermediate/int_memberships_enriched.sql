@@ -1,4 +1,8 @@
-{{ config(materialized='table', post_hook=["analyze {{ this }}"]) }}
+{#- The unique index is the key's test: a duplicate fails the build (no `unique` test). -#}
+{{ config(materialized='table', post_hook=[
+    "create unique index on {{ this }} (membership_id)",
+    "analyze {{ this }}",
+]) }}
 
 with
 

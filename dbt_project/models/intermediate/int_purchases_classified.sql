@@ -1,6 +1,10 @@
 {#- A table: int_customer_rfm, both marts and the tests read it; it joins every purchase to
     its customer for the local date, once per build instead of once per reader. -#}
-{{ config(materialized='table', post_hook=["analyze {{ this }}"]) }}
+{#- The unique index is the key's test: a duplicate fails the build (no `unique` test). -#}
+{{ config(materialized='table', post_hook=[
+    "create unique index on {{ this }} (purchase_id)",
+    "analyze {{ this }}",
+]) }}
 
 with
 

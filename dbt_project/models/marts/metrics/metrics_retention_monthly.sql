@@ -2,12 +2,14 @@
     the membership and purchase history as recorded on D (var as_of_date). Every definition is
     in _metrics__models.yml and the README. The month of D is measured up to D.
 
-    Incremental: the member counts (S, E, N, retained, churned) of a month stored complete are
-    kept; only the other months (the month of D, a month stored incomplete, a club without a
-    stored row) are counted from the memberships, the costly part (every membership joined to
-    the months it spans). Purchases, revenue and the 12-month and to-date figures are cheap and
-    recomputed over every month. Building an earlier D first drops the months after D's month
-    (pre-hook); a full refresh counts every month. -#}
+    Incremental: the figures of a month stored complete are kept: its member counts (S, E, N,
+    retained, churned) and its purchases, revenue and first and second purchases (these two
+    as the stored buyers and repeat_buyers minus the month before's). Only the other months
+    (the month of D, a month stored incomplete, a club without a stored row) are counted from
+    the memberships and purchases dated from the first of them on; a purchase's place in its
+    customer's order (first, second) adds the customer's purchases dated before. The 12-month
+    and to-date figures are recomputed from the month rows. Building an earlier D first drops
+    the months after D's month (pre-hook); a full refresh counts every month. -#}
 
 {%- set drop_later_months -%}{% raw %}
     {%- if is_incremental() -%}
@@ -63,7 +65,11 @@ stored as (
         cast(null as integer) as customers_end,
         cast(null as integer) as new_customers,
         cast(null as integer) as retained_customers,
-        cast(null as integer) as churned_customers
+        cast(null as integer) as churned_customers,
+        cast(null as integer) as buyers,
+        cast(null as integer) as repeat_buyers,
+        cast(null as integer) as purchases,
+        cast(null as numeric(16, 2)) as revenue
     where false
 
 ),
@@ -106,8 +112,9 @@ kept_memberships as (
 
 ),
 
--- every purchase up to D: kept memberships on their purchase day, and service purchases
-all_purchases as (
+-- every purchase up to D: kept memberships on their purchase day, and service purchases;
+-- not materialized: each reader below filters it by date, and gets only those rows
+all_purchases as not materialized (
 
     select
         customer_id,
@@ -140,7 +147,11 @@ months as (
         month_start + interval '1 month' - interval '1 day' <= as_of.as_of_date as is_complete
     from as_of
     cross join generate_series(
-        (select date_trunc('month', min(purchase_date)) from all_purchases),
+        -- from the first stored month; only without one, the first purchase's (all of them read)
+        coalesce(
+            (select date_trunc('month', min(stored.month)) from stored),
+            (select date_trunc('month', min(purchase_date)) from all_purchases)
+        ),
         date_trunc('month', (select as_of_date from as_of)),
         interval '1 month'
     ) as month_start
@@ -153,7 +164,9 @@ clubs as (
 
 ),
 
--- member counts kept from the stored table: months complete then and complete as of D
+-- figures kept from the stored table: months complete then and complete as of D; a month's
+-- first and second purchases are its cumulative buyers and repeat buyers minus the month
+-- before's (every month since the first is stored, per club)
 stored_counts as (
 
     select
@@ -163,8 +176,19 @@ stored_counts as (
         stored.customers_end,
         stored.new_customers,
         stored.retained_customers,
-        stored.churned_customers
-    from stored
+        stored.churned_customers,
+        stored.first_purchases,
+        stored.second_purchases,
+        stored.purchases,
+        stored.revenue
+    from (
+        select
+            *,
+            buyers - coalesce(lag(buyers) over by_club, 0) as first_purchases,
+            repeat_buyers - coalesce(lag(repeat_buyers) over by_club, 0) as second_purchases
+        from stored
+        window by_club as (partition by club_id order by month)
+    ) as stored
     inner join months
         on stored.month = months.month
     where
@@ -276,16 +300,56 @@ new_customers as (
 
 ),
 
+-- purchases are counted from the first month counted on; the months before are stored
+count_from as (
+
+    select min(month) as month from months_to_count
+
+),
+
+counted_purchases as materialized (
+
+    select all_purchases.*
+    from all_purchases
+    where all_purchases.purchase_date >= (select month from count_from)
+
+),
+
+-- of the customers buying then, how many purchases each made before (all_purchases' two
+-- parts, each filtered to those customers first: they are customers on D already)
+earlier_purchases as (
+
+    select
+        customer_id,
+        count(*) as purchases_before
+    from (
+        select kept_memberships.customer_id
+        from kept_memberships
+        where kept_memberships.purchased_on < (select month from count_from)
+
+        union all
+
+        select purchases.customer_id
+        from purchases
+        where purchases.purchase_date < (select month from count_from)
+    ) as earlier
+    where customer_id in (select counted_purchases.customer_id from counted_purchases)
+    group by customer_id
+
+),
+
 -- each customer's first and second purchase, for the repeat purchase rate
 purchase_order as (
 
     select
-        club_id,
-        purchase_date,
-        row_number() over (
-            partition by customer_id order by purchase_date
+        counted_purchases.club_id,
+        counted_purchases.purchase_date,
+        coalesce(earlier_purchases.purchases_before, 0) + row_number() over (
+            partition by counted_purchases.customer_id order by counted_purchases.purchase_date
         ) as purchase_number
-    from all_purchases
+    from counted_purchases
+    left join earlier_purchases
+        on counted_purchases.customer_id = earlier_purchases.customer_id
 
 ),
 
@@ -309,7 +373,7 @@ purchases_by_month as (
         cast(date_trunc('month', purchase_date) as date) as month,
         count(*) as purchases,
         sum(amount) as revenue
-    from all_purchases
+    from counted_purchases
     group by 1, 2
 
 ),
@@ -341,10 +405,12 @@ counts as (
             as retained_customers,
         coalesce(stored_counts.churned_customers, churned.churned_customers, 0)
             as churned_customers,
-        coalesce(buyers_by_month.first_purchases, 0) as first_purchases,
-        coalesce(buyers_by_month.second_purchases, 0) as second_purchases,
-        coalesce(purchases_by_month.purchases, 0) as purchases,
-        coalesce(purchases_by_month.revenue, 0) as revenue,
+        coalesce(stored_counts.first_purchases, buyers_by_month.first_purchases, 0)
+            as first_purchases,
+        coalesce(stored_counts.second_purchases, buyers_by_month.second_purchases, 0)
+            as second_purchases,
+        coalesce(stored_counts.purchases, purchases_by_month.purchases, 0) as purchases,
+        coalesce(stored_counts.revenue, purchases_by_month.revenue, 0) as revenue,
         dead_contacts.customers_on_as_of,
         dead_contacts.dead_contacts
     from months

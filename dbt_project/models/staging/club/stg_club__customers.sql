@@ -9,17 +9,43 @@
     A table, unlike the other staging models: the regular expressions and the time zone lookup
     cost seconds per million customers, and the intermediate models, the marts and a dozen
     tests read it on every build; computed once per build instead of once per reader.
+
+    Incremental: raw.customers is upserted by id and every upsert sets _loaded_at, so a build
+    cleans only the customers (re)loaded since the latest _loaded_at it holds (none on most
+    days) and replaces their rows. The vars the cleaning reads (club_timezone,
+    default_country_code) are kept in _cleaned_with: when they differ from the stored rows',
+    every customer is cleaned again, as a full refresh would.
 -#}
-{{ config(materialized='table', post_hook=[
-    "create unique index on {{ this }} (customer_id)",
-    "analyze {{ this }}",
-]) }}
+{%- set cleaned_with = var('club_timezone') ~ '|' ~ country_code -%}
+{%- set batch_filter = none -%}
+{%- if is_incremental() and execute and model.resource_type != 'unit_test' -%}
+    {%- set stored = run_query(
+        "select max(_loaded_at), bool_and(_cleaned_with = '" ~ cleaned_with ~ "') from " ~ this
+    ).rows[0] -%}
+    {%- if stored[0] is not none and stored[1] -%}
+        {%- set batch_filter = "_loaded_at > cast('" ~ stored[0] ~ "' as timestamptz)" -%}
+    {%- endif -%}
+{%- endif -%}
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete_insert_where',
+    unique_key=['customer_id'],
+    on_schema_change='fail',
+    post_hook=[
+        "{{ ensure_index(this, ['customer_id'], unique=true) }}",
+        "analyze {{ this }}",
+    ],
+) }}
 
 with
 
 source as (
 
     select * from {{ source('club', 'customers') }}
+    {%- if batch_filter %}
+    where {{ batch_filter }}
+    {%- endif %}
 
 ),
 
@@ -110,7 +136,8 @@ final as (
         created_at,
         {{ local_date('created_at', 'timezone') }} as customer_since,
         -- when the row was last (re)loaded: a changed time zone moves local visit dates
-        _loaded_at
+        _loaded_at,
+        cast('{{ cleaned_with }}' as text) as _cleaned_with
     from timezone_resolved
 
 )
