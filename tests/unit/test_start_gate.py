@@ -73,4 +73,4 @@ def test_threads_share_one_schedule():
         t.join()
     starts.sort()
     assert len(starts) == 40
-    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.005 - 1e-6
+    assert min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 0.005 - 1e-6
