@@ -327,8 +327,8 @@ def _drain(url: str, transport: Transport, channel: str | None, clock, *, plan_d
 
     recorded = []
     try:
-        with (_long_lived_out_of_gc(), psycopg.connect(url) as conn, psycopg.connect(url) as claim_conn,
-              psycopg.connect(url) as record_conn,
+        with (_long_lived_out_of_gc(), psycopg.connect(url) as conn,
+              psycopg.connect(url) as claim_conn, psycopg.connect(url) as record_conn,
               ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim") as claimer,
               ThreadPoolExecutor(max_workers=1, thread_name_prefix="record") as recorder):
             upcoming = claimer.submit(claim_next, claim_conn)

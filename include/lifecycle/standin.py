@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import json
 import random
 import threading
 import time
 import uuid
-import gc
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
