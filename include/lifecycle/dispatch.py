@@ -229,7 +229,7 @@ where o.outbox_id = any(%(ids)s) and o.outbox_id = r.outbox_id
 """
 
 
-def record(conn: psycopg.Connection, messages, results, sent_at: datetime) -> Counter:
+def record(conn: psycopg.Connection, messages: Batch, results, sent_at: datetime) -> Counter:
     """Write each send's outcome in one statement; only rows still claimed by us change."""
     counts: Counter = Counter(r.outcome.value for r in results)
     conn.execute(
@@ -237,8 +237,7 @@ def record(conn: psycopg.Connection, messages, results, sent_at: datetime) -> Co
         {
             "at": sent_at,
             "lease_lost": LEASE_LOST,
-            "ids": (messages.outbox_ids() if isinstance(messages, Batch)
-                    else [m.outbox_id for m in messages]),
+            "ids": messages.outbox_ids(),
             "statuses": [_STATUS[r.outcome] for r in results],
             "provider_ids": [r.provider_id for r in results],
             "errors": [r.error for r in results],

@@ -160,31 +160,32 @@ class StandinProvider:
                        "X-RateLimit-Remaining": str(limit - used),
                        "X-RateLimit-Reset": str(start + 1)}
 
+    def _twilio_bucket(self) -> str | None:
+        """Take a token from Twilio's bucket; a 429 when it is empty (lock held)."""
+        now = time.monotonic()
+        rate = self.faults.max_rps
+        capacity = max(2.0, rate * self.faults.max_burst_s)
+        tokens = capacity if self._tokens is None else min(
+            capacity, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        fault = "error_429" if tokens < 1.0 else None
+        self._tokens = tokens if fault else tokens - 1.0
+        return fault
+
     async def _fault_or_none(self, request: web.Request, provider: str = "twilio"
                              ) -> tuple[str | None, web.Response | None, dict[str, str]]:
         limit_headers: dict[str, str] = {}
         with self._lock:
             self.requests += 1
             fault = self._draw()
-            if self.faults.max_rps and fault is None and provider == "sendgrid":
-                fault, limit_headers = self._sendgrid_period()
+            if self.faults.max_rps and fault is None:
+                if provider == "sendgrid":
+                    fault, limit_headers = self._sendgrid_period()
+                else:
+                    fault = self._twilio_bucket()
                 if fault:
                     self.rate_limited += 1
-                self.limited_arrivals.append((time.time(), fault == "error_429"))
-            elif self.faults.max_rps and fault is None:
-                now = time.monotonic()
-                rate = self.faults.max_rps
-                capacity = max(2.0, rate * self.faults.max_burst_s)
-                tokens = capacity if self._tokens is None else min(
-                    capacity, self._tokens + (now - self._refilled) * rate)
-                self._refilled = now
-                if tokens < 1.0:
-                    self.rate_limited += 1
-                    fault = "error_429"
-                else:
-                    tokens -= 1.0
-                self._tokens = tokens
-                self.limited_arrivals.append((time.time(), fault == "error_429"))
+                self.limited_arrivals.append((time.time(), fault is not None))
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
         if fault == "error_429":

@@ -59,6 +59,12 @@ def _retry_after(exc: http_errors.HTTPError) -> float | None:
     return max(0.05, reset - time.time())
 
 
+def _alone(body: str) -> bool:
+    """A body too long to be a substitution: it goes in a request of its own."""
+    # UTF-8 takes at most 4 bytes a character: most bodies need no encoding to tell
+    return len(body) * 4 > MAX_SUBSTITUTION_BYTES and len(body.encode()) > MAX_SUBSTITUTION_BYTES
+
+
 def _requests(messages: Sequence[OutboundMessage]
               ) -> Iterator[tuple[list[int], list[OutboundMessage]]]:
     """The requests for ``messages``, in order, each as (indexes, messages): up to 1000
@@ -67,9 +73,7 @@ def _requests(messages: Sequence[OutboundMessage]
     idxs: list[int] = []
     group: list[OutboundMessage] = []
     for i, m in enumerate(messages):
-        # UTF-8 takes at most 4 bytes a character: most bodies need no encoding to tell
-        if len(m.body) * 4 > MAX_SUBSTITUTION_BYTES and \
-                len(m.body.encode()) > MAX_SUBSTITUTION_BYTES:
+        if _alone(m.body):
             yield [i], [m]
             continue
         idxs.append(i)
@@ -147,7 +151,7 @@ class SendGridTransport:
         self._period = _RateLimitPeriod()
 
     def _payload(self, group: list[OutboundMessage]) -> dict:
-        if len(group) == 1 and len(group[0].body.encode()) > MAX_SUBSTITUTION_BYTES:
+        if len(group) == 1 and _alone(group[0].body):
             m = group[0]
             return {
                 "from": {"email": self._from},
