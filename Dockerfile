@@ -12,6 +12,8 @@ COPY --chown=airflow:0 requirements.lock pyproject.toml README.md ./
 RUN pip install --no-cache-dir -r requirements.lock
 COPY --chown=airflow:0 . .
 RUN pip install --no-cache-dir --no-deps -e .
+# The parsed dbt project the daily DAG renders its tasks from (else `dbt ls` at every parse).
+RUN lifecycle dbt-manifest
 
 ENV LIFECYCLE_PROJECT_DIR=/opt/lifecycle \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/lifecycle/dags \

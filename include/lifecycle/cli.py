@@ -97,6 +97,23 @@ def warehouse_status() -> None:
         sys.exit(1)
 
 
+@main.command("dbt-manifest")
+def dbt_manifest() -> None:
+    """Parse the dbt project into the manifest the daily DAG renders its dbt tasks from.
+
+    Run it when deploying a change to dbt_project/ (the image build does; the daily run's
+    prepare_warehouse does it too when the project changed). Without a manifest that matches
+    the project's files the DAG still works, rendering with `dbt ls` at every parse (slow).
+    """
+    from lifecycle.dbt import DbtError, ensure_manifest
+
+    try:
+        click.echo(str(ensure_manifest()))
+    except DbtError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
 # --------------------------------------------------------------------------- data
 
 

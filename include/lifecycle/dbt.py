@@ -9,10 +9,12 @@ only thing a caller (CLI, Airflow task, test) has to know.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -177,3 +179,73 @@ def build(
         target_path=target_path,
         dbt_vars={**phase_vars(rules), **(dbt_vars or {})},
     )
+
+
+# ------------------------------------------------------------------ the manifest the DAG renders
+
+# What a dbt parse reads: everything in the project but dbt's own outputs.
+_NOT_PROJECT = {"target", "logs", "dbt_packages", "__pycache__"}
+
+
+def project_fingerprint(settings: Settings | None = None) -> str:
+    """A hash of every file of the dbt project (paths and contents) and of dbt's version.
+
+    Cheap (the project is ~100 small files: a few milliseconds), so a DAG file can tell at
+    every parse whether a stored manifest still describes the project.
+    """
+    from importlib.metadata import version
+
+    settings = settings or get_settings()
+    root = settings.dbt_project_dir
+    digest = hashlib.sha256(f"dbt-core {version('dbt-core')}\n".encode())
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _NOT_PROJECT and d[0] != ".")
+        for name in sorted(f for f in filenames if f[0] != "."):
+            path = Path(dirpath, name)
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def manifest_path(settings: Settings | None = None) -> Path:
+    """Where ``write_manifest`` keeps the parsed project: the state dir, not dbt's target/
+    (which every dbt run of the checkout rewrites)."""
+    settings = settings or get_settings()
+    return settings.state_dir / "dbt-manifest" / "manifest.json"
+
+
+def fresh_manifest(settings: Settings | None = None) -> Path | None:
+    """The stored manifest when it was parsed from the project as it is now, else None."""
+    path = manifest_path(settings)
+    try:
+        stored = path.with_suffix(".sha256").read_text().strip()
+    except OSError:
+        return None
+    return path if path.exists() and stored == project_fingerprint(settings) else None
+
+
+def write_manifest(settings: Settings | None = None) -> Path:
+    """``dbt parse`` the project into ``manifest_path()`` (no warehouse is dialled).
+
+    The fingerprint is taken before the parse and written after the manifest: a project
+    edited meanwhile, or a reader between the two renames, sees a mismatch, never a manifest
+    with the wrong fingerprint.
+    """
+    settings = settings or get_settings()
+    path = manifest_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fingerprint = project_fingerprint(settings)
+    with tempfile.TemporaryDirectory(prefix="parse-", dir=path.parent) as tmp:
+        # parse needs a profile, not a connection: any well-formed URL does
+        run_dbt("postgresql://parse@127.0.0.1/parse", ["parse", "--no-partial-parse"],
+                settings=settings, target_path=Path(tmp))
+        os.replace(Path(tmp) / "manifest.json", path)
+        side = Path(tmp) / "manifest.sha256"
+        side.write_text(fingerprint + "\n")
+        os.replace(side, path.with_suffix(".sha256"))
+    return path
+
+
+def ensure_manifest(settings: Settings | None = None) -> Path:
+    """The fresh manifest, parsed now if the stored one is missing or stale."""
+    return fresh_manifest(settings) or write_manifest(settings)

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lifecycle.airflow_env import airflow_env
+from lifecycle.dbt import ensure_manifest
 from lifecycle.planning import PHASES_IN_ORDER
 from lifecycle.settings import get_settings
 from lifecycle.warehouse import masked, migrate, resolve_url
@@ -53,6 +54,7 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     console.print(f"[bold]loaded[/] {loaded}")
 
     first = end - timedelta(days=days - 1)
+    ensure_manifest(settings)  # the DAG renders its dbt tasks from it (no `dbt ls`)
     # A fresh Airflow metadata DB: the demo's runs must not meet an earlier demo's runs.
     airflow_home = settings.state_dir / "demo" / "airflow"
     shutil.rmtree(airflow_home, ignore_errors=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from lifecycle.airflow_env import airflow_env
+from lifecycle.dbt import ensure_manifest
 from lifecycle.settings import Settings
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -97,6 +98,8 @@ class AirflowStack:
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute(f'create database "{self.meta_db}"')
         self._airflow("db", "migrate")
+        # as a deploy does (the image build): the DAG renders its dbt tasks from the manifest
+        ensure_manifest(Settings())
         for pool in ("lifecycle_twilio", "lifecycle_sendgrid"):
             self._airflow("pools", "set", pool, "8", f"{pool} (tests)")
         self._start("api-server", "api-server", "--port", str(self.port))
