@@ -13,7 +13,11 @@ measures, asserts nothing.
 ``--start`` sets the first generated day and with it the visit history: the default
 (2019-07-01 to 2026-06-30, seven years) gives about 100 visits per customer, ~100M visits at
 1M customers. Databases are created on the embedded server (or LIFECYCLE_WAREHOUSE_URL's) and
-dropped afterwards unless ``--keep``.
+dropped afterwards unless ``--keep``. ``--on NAME`` builds more days on a kept database
+(no generation): it loads the day after the last one built and builds it incrementally,
+``--days`` times, so a change to the models can be measured without generating again:
+
+    .venv/bin/python bench/bench_dbt.py --on bench_dbt_1m_eab0c4 --days 2
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from pathlib import Path
 
 import psycopg
 from bench_generate_load import label, parse_size
+from psycopg import sql
 
 from lifecycle.dbt import run_dbt
 from lifecycle.generator import generate
+from lifecycle.settings import get_settings
 from lifecycle.warehouse import migrate, resolve_url
 
 LATE_SHARE = 0.05  # of the new day's visits, how many are dated three days earlier instead
@@ -119,6 +125,26 @@ def build(url: str, as_of: date, target: Path, full_refresh: bool) -> tuple[dict
     return results(target), time.perf_counter() - began
 
 
+def last_built_day(url: str) -> date:
+    facts = sql.Identifier(get_settings().dbt_schema, "customer_facts")
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.SQL("select max(as_of_date) from {}").format(facts)).fetchone()
+    if row[0] is None:
+        raise SystemExit(f"{url.rsplit('/', 1)[1]}: no customer_facts built yet")
+    return row[0]
+
+
+def rerun(url: str, days: int) -> None:
+    """Incremental builds of the next ``days`` days on a kept database."""
+    with tempfile.TemporaryDirectory(prefix="bench_dbt_") as tmp:
+        for _ in range(days):
+            day = last_built_day(url) + timedelta(days=1)
+            loaded = load_next_day(url, day)
+            print(f"loaded {day}: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
+            run, wall = build(url, day, Path(tmp), full_refresh=False)
+            report(f"incremental build as of {day}", run, wall)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10k,100k", help="customers per run, e.g. 10k,100k,1M")
@@ -126,10 +152,20 @@ def main() -> None:
     ap.add_argument("--end", type=date.fromisoformat, default=date(2026, 6, 30))
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--keep", action="store_true", help="keep the databases (named in output)")
+    ap.add_argument(
+        "--on",
+        metavar="DATABASE",
+        help="no generation: on a database kept by --keep, load the day after the last one "
+        "built and build it incrementally (--days times)",
+    )
+    ap.add_argument("--days", type=int, default=1, help="with --on: days to load and build")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
 
     server = resolve_url()
+    if args.on:
+        rerun(server.rsplit("/", 1)[0] + "/" + args.on, args.days)
+        return
     with psycopg.connect(server) as conn:
         pg = conn.execute("show server_version").fetchone()[0]
     print(

@@ -64,6 +64,7 @@ POLICIES: tuple[Policy, ...] = ("lifecycle", "blast")
 DAILY_MODELS = (
     "int_memberships_enriched",
     "int_visits_daily",
+    "int_visits_customer",
     "int_purchases_classified",
     "int_customer_rfm",
     "customer_service_purchases",

@@ -523,3 +523,109 @@ def test_retention_metrics_built_day_by_day_equal_a_full_refresh(
     assert max(row[0] for row in rewound) == date(2025, 5, 1)
     run_dbt(fresh_db, [*args, "--full-refresh"], as_of=may_31, target_path=tmp_path)
     assert _retention(fresh_db) == rewound
+
+
+def _memberships(url: str) -> list[tuple]:
+    """int_memberships_enriched without the bookkeeping columns, in a stable order."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            """
+            select membership_id, customer_id, purchased_on, starts_on, ends_on, status,
+                   membership_number, is_active_on_as_of, membership_status, has_renewal,
+                   renewal_membership_id, gap_days_before, is_current
+            from analytics.int_memberships_enriched order by membership_id
+            """
+        ).fetchall()
+
+
+def _purchases(url: str) -> list[tuple]:
+    """int_purchases_classified without the high-water mark, in a stable order."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select purchase_id, customer_id, service, category, purchase_date, timezone, "
+            "amount from analytics.int_purchases_classified order by purchase_id"
+        ).fetchall()
+
+
+def test_incremental_memberships_and_purchases_equal_a_full_rebuild_forward_and_back(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    # The generated club holds memberships bought up to 06-30: building earlier days, the later
+    # ones are unknown, and periods start and end between the days built.
+    generate(1_500, date(2025, 1, 1), date(2025, 6, 30), seed=7, url=fresh_db)
+    args = ["build", "--select", "+customer_facts", "--indirect-selection", "cautious"]
+    args += ["--exclude", "resource_type:unit_test", "resource_type:test"]
+    full = [*args, "--full-refresh"]
+    run_dbt(fresh_db, full, as_of=date(2025, 6, 10), target_path=tmp_path)
+    run_dbt(fresh_db, args, as_of=date(2025, 6, 11), target_path=tmp_path)
+    run_dbt(fresh_db, args, as_of=date(2025, 6, 15), target_path=tmp_path)  # four days on
+
+    # Reloads: a membership frozen, one cancelled, and a renewal bought on 06-20.
+    with psycopg.connect(fresh_db) as conn:
+        frozen, cancelled = (
+            row[0]
+            for row in conn.execute(
+                "select membership_id from raw.memberships where status = 'active' "
+                "and starts_on <= date '2025-06-01' and ends_on >= date '2025-07-31' "
+                "order by membership_id limit 2"
+            )
+        )
+        conn.execute(
+            "update raw.memberships set status = 'frozen', _loaded_at = now() "
+            "where membership_id = %s",
+            (frozen,),
+        )
+        conn.execute(
+            "update raw.memberships set status = 'cancelled', _loaded_at = now() "
+            "where membership_id = %s",
+            (cancelled,),
+        )
+        conn.execute(
+            "insert into raw.memberships (membership_id, customer_id, product, purchased_on, "
+            "starts_on, ends_on, price, status) select 'renewal-' || membership_id, customer_id, "
+            "product, date '2025-06-20', ends_on + 1, ends_on + 30, price, 'active' "
+            "from raw.memberships where membership_id = %s",
+            (frozen,),
+        )
+        # purchases: one reloaded with another amount, one new, and a customer who buys
+        # services moved to another time zone (their local dates are taken again)
+        conn.execute(
+            "update raw.purchases set amount = amount + 1, _loaded_at = now() "
+            "where purchase_id = (select min(purchase_id) from raw.purchases)"
+        )
+        conn.execute(
+            "insert into raw.purchases (purchase_id, customer_id, service, purchased_at, amount) "
+            "select 'new-' || purchase_id, customer_id, service, "
+            "timestamptz '2025-06-19 22:30:00+00', amount from raw.purchases "
+            "order by purchase_id desc limit 1"
+        )
+        moved = conn.execute(
+            "update raw.customers set timezone = 'America/New_York', _loaded_at = now() "
+            "where customer_id = (select customer_id from raw.purchases "
+            "group by customer_id order by count(*) desc, customer_id limit 1) "
+            "returning customer_id"
+        ).fetchone()[0]
+    day = date(2025, 6, 20)
+    run_dbt(fresh_db, args, as_of=day, target_path=tmp_path)
+    incremental = _memberships(fresh_db), _snapshot(fresh_db)[1], _purchases(fresh_db)
+    assert {row[5] for row in incremental[2] if row[1] == moved} == {"America/New_York"}
+    with psycopg.connect(fresh_db) as conn:
+        rederived, total = conn.execute(
+            "select count(*) filter (where derived_as_of = %s), count(*) "
+            "from analytics.int_memberships_enriched",
+            (day,),
+        ).fetchone()
+    assert 0 < rederived < total / 4  # only the customers with a change were derived again
+    by_id = {row[0]: row for row in incremental[0]}
+    assert by_id[frozen][8] == "frozen" and by_id[frozen][9]  # membership_status, has_renewal
+    assert by_id[cancelled][8] == "cancelled"
+    assert by_id[f"renewal-{frozen}"][8] == "upcoming"
+    run_dbt(fresh_db, full, as_of=day, target_path=tmp_path)
+    assert (_memberships(fresh_db), _snapshot(fresh_db)[1], _purchases(fresh_db)) == incremental
+
+    # Back to an earlier day: everyone is derived again, the memberships bought later drop out.
+    run_dbt(fresh_db, args, as_of=date(2025, 6, 5), target_path=tmp_path)
+    rewound = _memberships(fresh_db), _snapshot(fresh_db)[1]
+    assert max(row[2] for row in rewound[0]) <= date(2025, 6, 5)
+    run_dbt(fresh_db, full, as_of=date(2025, 6, 5), target_path=tmp_path)
+    assert (_memberships(fresh_db), _snapshot(fresh_db)[1]) == rewound

@@ -1,8 +1,52 @@
-{#- The unique index is the key's test: a duplicate fails the build (no `unique` test). -#}
-{{ config(materialized='table', post_hook=[
-    "create unique index on {{ this }} (membership_id)",
-    "analyze {{ this }}",
-]) }}
+{#-
+    Incremental. A row's derived values change only when the customer's memberships change
+    (raw _loaded_at newer than the latest held) or when D crosses one of their dates: a
+    purchase becomes known (purchased_on), a period starts (starts_on) or ends (ends_on + 1).
+    A build of D after the last one built (the latest derived_as_of, L) therefore re-derives
+    only the customers with such an event in (L, D], all their memberships at once (the
+    windows partition by customer), and replaces their rows; every other row still holds for
+    D. A build of D before L re-derives every customer, after the pre-hook drops the
+    memberships bought after D. A membership deleted from raw needs a full refresh.
+-#}
+{%- set last_derived = "(select max(derived_as_of) from " ~ this ~ ")" -%}
+{%- set watermark = "(select coalesce(max(_loaded_at), '-infinity') from " ~ this ~ ")" -%}
+{%- set rewinding = "(" ~ as_of_date() ~ " < " ~ last_derived ~ ")" -%}
+{#- Read before the run when the table exists, so the planner sees constants (a unit test
+    has no table to read: there they stay subqueries). -#}
+{%- if is_incremental() and execute and model.resource_type != 'unit_test' -%}
+    {%- set stored = run_query(
+        "select cast(max(derived_as_of) as text), cast(max(_loaded_at) as text) from " ~ this
+    ).rows[0] -%}
+    {%- if stored[0] is not none -%}
+        {%- set last_derived = "cast('" ~ stored[0] ~ "' as date)" -%}
+        {%- set watermark = "cast('" ~ stored[1] ~ "' as timestamptz)" -%}
+        {%- set rewinding = 'true' if var('as_of_date') | string < stored[0] else 'false' -%}
+    {%- endif -%}
+{%- endif -%}
+
+{%- set drop_after_as_of -%}{% raw %}
+    {%- if is_incremental() -%}
+        delete from {{ this }}
+        where
+            purchased_on > {{ as_of_date() }}
+            and {{ as_of_date() }} < (select max(derived_as_of) from {{ this }})
+    {%- endif -%}
+{% endraw %}{%- endset -%}
+
+{#- The unique index is the key's test: a duplicate fails the build (no `unique` test);
+    (customer_id) finds the rows a build replaces. -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete_insert_where',
+    unique_key=['customer_id'],
+    on_schema_change='fail',
+    pre_hook=[drop_after_as_of],
+    post_hook=[
+        "{{ ensure_index(this, ['membership_id'], unique=true) }}",
+        "{{ ensure_index(this, ['customer_id']) }}",
+        "analyze {{ this }}",
+    ],
+) }}
 
 with
 
@@ -18,6 +62,34 @@ as_of as (
 
 ),
 
+{% if is_incremental() %}
+
+-- the customers whose rows may differ from the stored ones: memberships (re)loaded since,
+-- or a purchase, start or end crossed by D since L (every customer when rewinding)
+rederived_customers as (
+
+    select distinct memberships.customer_id
+    from memberships
+    where
+        {{ rewinding }}
+        or memberships._loaded_at > {{ watermark }}
+        or (
+            memberships.purchased_on > {{ last_derived }}
+            and memberships.purchased_on <= {{ as_of_date() }}
+        )
+        or (
+            memberships.starts_on > {{ last_derived }}
+            and memberships.starts_on <= {{ as_of_date() }}
+        )
+        or (
+            memberships.ends_on >= {{ last_derived }}
+            and memberships.ends_on < {{ as_of_date() }}
+        )
+
+),
+
+{% endif %}
+
 known_on_as_of as (
 
     -- a membership bought after D did not exist on D
@@ -26,7 +98,11 @@ known_on_as_of as (
         as_of.as_of_date
     from memberships
     cross join as_of
-    where memberships.purchased_on <= as_of.as_of_date
+    where
+        memberships.purchased_on <= as_of.as_of_date
+        {%- if is_incremental() %}
+        and memberships.customer_id in (select customer_id from rederived_customers)
+        {%- endif %}
 
 ),
 
@@ -105,7 +181,8 @@ final as (
         price,
         status,
         is_cancelled,
-        as_of_date,
+        as_of_date as derived_as_of,
+        _loaded_at,
         membership_number,
         is_active_on_as_of,
         membership_status,

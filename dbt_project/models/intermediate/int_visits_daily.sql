@@ -28,15 +28,9 @@
     )
 }}
 
-{#- The high-water mark, read before the run when the table exists so the planner sees a
-    constant: it then expects a handful of new visits and looks the rest up by index (a unit
-    test has no table to read, so there it stays a subquery). -#}
-{%- set watermark = "(select coalesce(max(_loaded_at), '-infinity') from " ~ this ~ ")" -%}
-{%- if is_incremental() and execute and model.resource_type != 'unit_test' -%}
-    {%- set latest = run_query('select max(_loaded_at) from ' ~ this).columns[0][0] -%}
-    {%- set latest = '-infinity' if latest is none else latest -%}
-    {%- set watermark = "cast('" ~ latest ~ "' as timestamptz)" -%}
-{%- endif %}
+{#- The high-water mark, a constant for the planner (macros/high_water_mark.sql): it then
+    expects a handful of new visits and looks the rest up by index. -#}
+{%- set watermark = high_water_mark() %}
 
 -- not materialized: read several times, and each read must reach raw's indexes, not a copy
 with

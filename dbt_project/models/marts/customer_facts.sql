@@ -11,6 +11,18 @@
     "analyze {{ this }}",
 ]) }}
 
+{#- int_visits_customer's high-water mark, read before the run so the planner sees a constant
+    (and expects the handful of rows the _loaded_at index finds); a subquery in unit tests. -#}
+{%- set summarized_through = "(select max(_loaded_at) from " ~ ref('int_visits_customer') ~ ")" -%}
+{%- if execute and model.resource_type != 'unit_test' -%}
+    {%- do as_of_date() -%}  {#- its checks of var as_of_date come first -#}
+    {%- set latest = run_query(
+        'select max(_loaded_at) from ' ~ ref('int_visits_customer')
+    ).columns[0][0] -%}
+    {%- set summarized_through = "cast('infinity' as timestamptz)" if latest is none
+        else "cast('" ~ latest ~ "' as timestamptz)" -%}
+{%- endif %}
+
 {#- CTEs read more than once are `not materialized`: PostgreSQL would otherwise compute each
     once into a copy without indexes or statistics, which rules out parallel scans, the index
     lookups into int_visits_daily and sensible join plans at a million customers. -#}
@@ -38,6 +50,27 @@ memberships as not materialized (
 visits_daily as not materialized (
 
     select * from {{ ref('int_visits_daily') }}
+
+),
+
+-- customers with days int_visits_daily wrote after the latest build of int_visits_customer
+-- (a build that selected one and not the other): their held rows are not used, they are
+-- looked up (the _loaded_at index finds none when both are current)
+unsummarized as materialized (
+
+    select distinct visits_daily.customer_id
+    from visits_daily
+    where visits_daily._loaded_at > {{ summarized_through }}
+
+),
+
+visits_customer as (
+
+    select held.*
+    from {{ ref('int_visits_customer') }} as held
+    left join unsummarized
+        on held.customer_id = unsummarized.customer_id
+    where unsummarized.customer_id is null
 
 ),
 
@@ -102,24 +135,43 @@ membership_totals as (
 
 last_visit as (
 
-    -- int_visits_daily keeps a running total per customer, so each count is one index lookup:
-    -- the total on the last visit day <= D minus the total before the window starts
+    -- int_visits_customer holds each customer's latest visit day and the running total
+    -- before the current membership's purchase: one join. Only where its row does not apply
+    -- on D (a later visit day held, another purchase date counted from, or no row) are they
+    -- looked up in int_visits_daily, whose running totals make each count one index lookup:
+    -- the total on the last visit day <= D minus the total before the window starts.
     select
         customers_on_as_of.customer_id,
         customers_on_as_of.as_of_date,
         current_membership.purchased_on,
-        last_day.visit_date as last_visit_date,
-        last_day.visits_cumulative as visits_total
+        coalesce(
+            case when visits_customer.last_visit_date <= customers_on_as_of.as_of_date
+                then visits_customer.last_visit_date end,
+            last_day.visit_date
+        ) as last_visit_date,
+        coalesce(
+            case when visits_customer.last_visit_date <= customers_on_as_of.as_of_date
+                then visits_customer.visits_total end,
+            last_day.visits_cumulative
+        ) as visits_total,
+        case
+            when visits_customer.counted_since = current_membership.purchased_on
+                then visits_customer.visits_before_since
+        end as visits_before_purchase
     from customers_on_as_of
     left join current_membership
         on customers_on_as_of.customer_id = current_membership.customer_id
+    left join visits_customer
+        on customers_on_as_of.customer_id = visits_customer.customer_id
     left join lateral (
         select
             visits_daily.visit_date,
             visits_daily.visits_cumulative
         from visits_daily
         where
-            visits_daily.customer_id = customers_on_as_of.customer_id
+            -- a one-time filter: no lookup where the held row applies
+            coalesce(visits_customer.last_visit_date > customers_on_as_of.as_of_date, true)
+            and visits_daily.customer_id = customers_on_as_of.customer_id
             and visits_daily.visit_date <= customers_on_as_of.as_of_date
         order by visits_daily.visit_date desc
         limit 1
@@ -136,7 +188,9 @@ visit_totals as (
         last_visit.last_visit_date,
         case
             when last_visit.last_visit_date >= last_visit.purchased_on
-                then last_visit.visits_total - coalesce(before_purchase.visits_cumulative, 0)
+                then last_visit.visits_total - coalesce(
+                    last_visit.visits_before_purchase, before_purchase.visits_cumulative, 0
+                )
             else 0
         end as visits_since_purchase,
         case
@@ -155,17 +209,20 @@ visit_totals as (
             else 0
         end as visits_last_90d
     from last_visit
-    {%- for name, start in [
-        ('before_purchase', 'last_visit.purchased_on'),
-        ('before_7d', 'last_visit.as_of_date - 6'),
-        ('before_30d', 'last_visit.as_of_date - 29'),
-        ('before_90d', 'last_visit.as_of_date - 89'),
+    {%- for name, start, unless in [
+        ('before_purchase', 'last_visit.purchased_on', 'last_visit.visits_before_purchase'),
+        ('before_7d', 'last_visit.as_of_date - 6', none),
+        ('before_30d', 'last_visit.as_of_date - 29', none),
+        ('before_90d', 'last_visit.as_of_date - 89', none),
     ] %}
     left join lateral (
         select visits_daily.visits_cumulative
         from visits_daily
         where
             last_visit.last_visit_date >= {{ start }}
+            {%- if unless %}
+            and {{ unless }} is null
+            {%- endif %}
             and visits_daily.customer_id = last_visit.customer_id
             and visits_daily.visit_date < {{ start }}
         order by visits_daily.visit_date desc

@@ -17,7 +17,8 @@ final as (
         ends_on,
         cast(price as numeric(12, 2)) as price,
         lower(trim(status)) as status,
-        lower(trim(status)) = 'cancelled' as is_cancelled
+        lower(trim(status)) = 'cancelled' as is_cancelled,
+        _loaded_at
     from source
 
 )

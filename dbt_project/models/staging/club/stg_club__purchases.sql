@@ -13,7 +13,8 @@ final as (
         customer_id,
         lower(trim(service)) as service,
         purchased_at,
-        cast(amount as numeric(12, 2)) as amount
+        cast(amount as numeric(12, 2)) as amount,
+        _loaded_at
     from source
 
 )
