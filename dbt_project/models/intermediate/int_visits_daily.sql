@@ -23,7 +23,7 @@
             "{{ ensure_index(this, ['customer_id', 'visit_date'], unique=true,
                 include=['visits_cumulative']) }}",
             "{{ ensure_index(this, ['_loaded_at']) }}",
-            {"sql": "vacuum (analyze) {{ this }}", "transaction": false},
+            {"sql": "vacuum (analyze, index_cleanup off) {{ this }}", "transaction": false},
         ],
     )
 }}

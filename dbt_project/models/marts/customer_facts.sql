@@ -181,7 +181,9 @@ last_visit as (
 
 visit_totals as (
 
-    -- a window's lookup runs only when the last visit falls inside it; else the count is 0
+    -- since the purchase: the total minus the running total before it (held, else one
+    -- lookup); the 7/30/90-day windows: one index range scan over the customer's days in
+    -- [D-89, D], only when the last visit falls inside it (else every count is 0)
     select
         last_visit.customer_id,
         last_visit.visits_total,
@@ -193,42 +195,37 @@ visit_totals as (
                 )
             else 0
         end as visits_since_purchase,
-        case
-            when last_visit.last_visit_date >= last_visit.as_of_date - 6
-                then last_visit.visits_total - coalesce(before_7d.visits_cumulative, 0)
-            else 0
-        end as visits_last_7d,
-        case
-            when last_visit.last_visit_date >= last_visit.as_of_date - 29
-                then last_visit.visits_total - coalesce(before_30d.visits_cumulative, 0)
-            else 0
-        end as visits_last_30d,
-        case
-            when last_visit.last_visit_date >= last_visit.as_of_date - 89
-                then last_visit.visits_total - coalesce(before_90d.visits_cumulative, 0)
-            else 0
-        end as visits_last_90d
+        coalesce(windows.visits_last_7d, 0) as visits_last_7d,
+        coalesce(windows.visits_last_30d, 0) as visits_last_30d,
+        coalesce(windows.visits_last_90d, 0) as visits_last_90d
     from last_visit
-    {%- for name, start, unless in [
-        ('before_purchase', 'last_visit.purchased_on', 'last_visit.visits_before_purchase'),
-        ('before_7d', 'last_visit.as_of_date - 6', none),
-        ('before_30d', 'last_visit.as_of_date - 29', none),
-        ('before_90d', 'last_visit.as_of_date - 89', none),
-    ] %}
     left join lateral (
         select visits_daily.visits_cumulative
         from visits_daily
         where
-            last_visit.last_visit_date >= {{ start }}
-            {%- if unless %}
-            and {{ unless }} is null
-            {%- endif %}
+            last_visit.last_visit_date >= last_visit.purchased_on
+            and last_visit.visits_before_purchase is null
             and visits_daily.customer_id = last_visit.customer_id
-            and visits_daily.visit_date < {{ start }}
+            and visits_daily.visit_date < last_visit.purchased_on
         order by visits_daily.visit_date desc
         limit 1
-    ) as {{ name }} on true
-    {%- endfor %}
+    ) as before_purchase on true
+    left join lateral (
+        select
+            sum(visits_daily.visits_count) filter (
+                where visits_daily.visit_date >= last_visit.as_of_date - 6
+            ) as visits_last_7d,
+            sum(visits_daily.visits_count) filter (
+                where visits_daily.visit_date >= last_visit.as_of_date - 29
+            ) as visits_last_30d,
+            sum(visits_daily.visits_count) as visits_last_90d
+        from visits_daily
+        where
+            last_visit.last_visit_date >= last_visit.as_of_date - 89
+            and visits_daily.customer_id = last_visit.customer_id
+            and visits_daily.visit_date >= last_visit.as_of_date - 89
+            and visits_daily.visit_date <= last_visit.as_of_date
+    ) as windows on true
 
 ),
 
