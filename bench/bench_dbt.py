@@ -29,7 +29,7 @@ import platform
 import tempfile
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -91,12 +91,52 @@ def results(target: Path) -> dict:
     return json.loads((target / "run_results.json").read_text())
 
 
+def manifest_of(target: Path) -> dict | None:
+    path = target / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def node_name(unique_id: str) -> str:
     kind, _, rest = unique_id.split(".", 2)
     return f"{kind} {rest}"
 
 
-def report(title: str, run: dict, wall: float) -> dict[str, float]:
+def _span(r: dict) -> tuple[datetime, datetime] | None:
+    """A node's (start, end) from run_results timing: compile start to execute end."""
+    stamps = [t[k] for t in r.get("timing") or [] for k in ("started_at", "completed_at")]
+    stamps = [datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps if s]
+    return (min(stamps), max(stamps)) if stamps else None
+
+
+def critical_path(run: dict, manifest: dict) -> list[tuple[str, float, float]]:
+    """The chain of nodes the build's end waited for: from the last node to finish, each
+    step back to the dependency (a model, or a test of one) that finished last before it
+    started. Returns (node, seconds, idle seconds before it) from the first to the last."""
+    spans = {r["unique_id"]: s for r in run["results"] if (s := _span(r))}
+    if not spans:
+        return []
+    nodes = manifest["nodes"]
+    # dbt build: a node also waits for the tests of what it depends on
+    tests_of: dict[str, list[str]] = {}
+    for uid, node in nodes.items():
+        if uid.startswith("test."):
+            for dep in node["depends_on"]["nodes"]:
+                tests_of.setdefault(dep, []).append(uid)
+    chain = []
+    uid = max(spans, key=lambda u: spans[u][1])
+    while uid:
+        start, end = spans[uid]
+        deps = [d for d in nodes.get(uid, {}).get("depends_on", {}).get("nodes", []) if d in spans]
+        deps += [t for d in list(deps) for t in tests_of.get(d, []) if t in spans and t != uid]
+        before = [d for d in deps if spans[d][1] <= start]
+        prev = max(before, key=lambda d: spans[d][1]) if before else None
+        idle = (start - spans[prev][1]).total_seconds() if prev else 0.0
+        chain.append((uid, (end - start).total_seconds(), idle))
+        uid = prev
+    return chain[::-1]
+
+
+def report(title: str, run: dict, wall: float, manifest: dict | None = None) -> dict[str, float]:
     rows = run["results"]
     models = [r for r in rows if r["unique_id"].split(".")[0] in ("model", "seed")]
     tests = [r for r in rows if r["unique_id"].split(".")[0] == "test"]
@@ -113,6 +153,19 @@ def report(title: str, run: dict, wall: float) -> dict[str, float]:
         f"    models {model_s:.1f} s; {len(tests)} data tests {test_s:.1f} s, slowest: "
         + ", ".join(f"{r['unique_id'].split('.')[2]} {r['execution_time']:.1f}" for r in slow)
     )
+    if manifest:
+        path = critical_path(run, manifest)
+        waited = sum(i for _, _, i in path)
+        print(
+            f"    critical path ({sum(s + i for _, s, i in path):.1f} s, of which {waited:.1f} s "
+            "between nodes): "
+            + " -> ".join(
+                f"{node_name(u).split(' ', 1)[1].split('.')[0]} {s:.1f}"
+                + (f" (+{i:.1f} waiting)" if i >= 0.5 else "")
+                for u, s, i in path
+                if s >= 0.5 or i >= 0.5 or u.startswith(("model.", "seed."))
+            )
+        )
     return {"wall": wall, "models": model_s, "tests": test_s}
 
 
@@ -142,7 +195,7 @@ def rerun(url: str, days: int) -> None:
             loaded = load_next_day(url, day)
             print(f"loaded {day}: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
             run, wall = build(url, day, Path(tmp), full_refresh=False)
-            report(f"incremental build as of {day}", run, wall)
+            report(f"incremental build as of {day}", run, wall, manifest_of(Path(tmp)))
 
 
 def main() -> None:
@@ -202,7 +255,9 @@ def main() -> None:
                 loaded = load_next_day(url, day)
                 print(f"  loaded {day}: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
                 run, wall = build(url, day, target, full_refresh=False)
-                incremental = report(f"incremental build as of {day}", run, wall)
+                incremental = report(
+                    f"incremental build as of {day}", run, wall, manifest_of(target)
+                )
             summary.append((n, gen.rows["visits.csv"], full, incremental))
             print()
         finally:

@@ -547,18 +547,44 @@ def _purchases(url: str) -> list[tuple]:
         ).fetchall()
 
 
+def _sales(url: str, customer_id: str) -> tuple | None:
+    """A customer's int_customer_sales row: lifetime purchases, last date, frequency, monetary."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "select lifetime_purchases, last_purchased_on, rfm_frequency, rfm_monetary "
+            "from analytics.int_customer_sales where customer_id = %s",
+            (customer_id,),
+        ).fetchone()
+    return None if row is None else (row[0], row[1], row[2], int(row[3]))
+
+
 def test_incremental_memberships_and_purchases_equal_a_full_rebuild_forward_and_back(
     fresh_db: str, tmp_path: Path
 ) -> None:
     # The generated club holds memberships bought up to 06-30: building earlier days, the later
     # ones are unknown, and periods start and end between the days built.
     generate(1_500, date(2025, 1, 1), date(2025, 6, 30), seed=7, url=fresh_db)
+    # A sale a year back, by a customer who never bought anything else: inside the 365-day
+    # RFM window on 06-11, outside it from 06-12 on. Only the build of 06-15 (after 06-11)
+    # can take it out of the window; the full rebuilds below compare the rest.
+    with psycopg.connect(fresh_db) as conn:
+        year_back = conn.execute(
+            "insert into raw.purchases (purchase_id, customer_id, service, purchased_at, amount) "
+            "select 'year-back', customer_id, 'massage', timestamptz '2024-06-12 12:00+00', 777 "
+            "from raw.customers as c where not exists (select 1 from raw.purchases as p "
+            "where p.customer_id = c.customer_id) and not exists (select 1 from "
+            "raw.memberships as m where m.customer_id = c.customer_id) order by customer_id "
+            "limit 1 "
+            "returning customer_id"
+        ).fetchone()[0]
     args = ["build", "--select", "+customer_facts", "--indirect-selection", "cautious"]
     args += ["--exclude", "resource_type:unit_test", "resource_type:test"]
     full = [*args, "--full-refresh"]
     run_dbt(fresh_db, full, as_of=date(2025, 6, 10), target_path=tmp_path)
     run_dbt(fresh_db, args, as_of=date(2025, 6, 11), target_path=tmp_path)
+    assert _sales(fresh_db, year_back) == (1, date(2024, 6, 12), 1, 777)
     run_dbt(fresh_db, args, as_of=date(2025, 6, 15), target_path=tmp_path)  # four days on
+    assert _sales(fresh_db, year_back) == (1, date(2024, 6, 12), 0, 0)
 
     # Reloads: a membership frozen, one cancelled, and a renewal bought on 06-20.
     with psycopg.connect(fresh_db) as conn:
@@ -609,13 +635,16 @@ def test_incremental_memberships_and_purchases_equal_a_full_rebuild_forward_and_
     run_dbt(fresh_db, args, as_of=day, target_path=tmp_path)
     incremental = _memberships(fresh_db), _snapshot(fresh_db)[1], _purchases(fresh_db)
     assert {row[5] for row in incremental[2] if row[1] == moved} == {"America/New_York"}
-    with psycopg.connect(fresh_db) as conn:
-        rederived, total = conn.execute(
-            "select count(*) filter (where derived_as_of = %s), count(*) "
-            "from analytics.int_memberships_enriched",
-            (day,),
-        ).fetchone()
-    assert 0 < rederived < total / 4  # only the customers with a change were derived again
+    # only the customers with a change were derived again, and only those whose sums may
+    # change summed again
+    for model in ("int_memberships_enriched", "int_customer_sales"):
+        with psycopg.connect(fresh_db) as conn:
+            rederived, total = conn.execute(
+                f"select count(*) filter (where derived_as_of = %s), count(*) "
+                f"from analytics.{model}",
+                (day,),
+            ).fetchone()
+        assert 0 < rederived < total / 4, model
     by_id = {row[0]: row for row in incremental[0]}
     assert by_id[frozen][8] == "frozen" and by_id[frozen][9]  # membership_status, has_renewal
     assert by_id[cancelled][8] == "cancelled"

@@ -1,13 +1,20 @@
 {#-
-    RFM as in Exponea's lifecycle model: a purchase is a kept (not cancelled) membership,
-    dated purchased_on, or a service purchase, dated its local purchase date; only purchases
-    dated <= D count. Scores are quintiles over the customers who exist on D and bought at
+    RFM as in Exponea's lifecycle model, over int_customer_sales (a purchase is a kept
+    membership or a service purchase, dated <= D; frequency and monetary over [D-364, D]).
+    Scores are quintiles over the customers who exist on D and bought at
     least once: ntile(5) over the customers ordered by the metric, where customers tied on it
     all take the group of the first of them (macros/ntile_of_rank.sql), so equal values never
     get different scores and a day always scores the same.
 -#}
 
-{{ config(materialized='table', post_hook=["analyze {{ this }}"]) }}
+{#- The unique index is the key's test: a duplicate fails the build (no `unique` test). -#}
+{{ config(
+    materialized='table',
+    post_hook=[
+        "{{ ensure_index(this, ['customer_id'], unique=true) }}",
+        "analyze {{ this }}",
+    ],
+) }}
 
 with
 
@@ -17,100 +24,91 @@ customers as (
 
 ),
 
--- staging, not int_memberships_enriched: the same rows once filtered to D, and this model
--- then builds beside that one instead of after it (both take seconds at 1M customers)
-memberships as (
-
-    select * from {{ ref('stg_club__memberships') }}
-
-),
-
-purchases as (
-
-    select * from {{ ref('int_purchases_classified') }}
-
-),
-
-as_of as (
-
-    select {{ as_of_date() }} as as_of_date
-
-),
-
 sales as (
 
-    -- a membership bought after D did not exist on D
-    select
-        memberships.customer_id,
-        memberships.purchased_on as sold_on,
-        memberships.price as amount
-    from memberships
-    cross join as_of
-    where
-        not memberships.is_cancelled
-        and memberships.purchased_on <= as_of.as_of_date
-
-    union all
-
-    select
-        purchases.customer_id,
-        purchases.purchase_date as sold_on,
-        purchases.amount
-    from purchases
-    cross join as_of
-    where purchases.purchase_date <= as_of.as_of_date
+    select * from {{ ref('int_customer_sales') }}
 
 ),
 
-buyers as (
+-- materialized: read once here, then by each metric's positions and the scoring below
+buyers as materialized (
 
     select
         sales.customer_id,
-        as_of.as_of_date,
-        count(*) as lifetime_purchases,
-        max(sales.sold_on) as last_purchased_on,
-        count(*) filter (where sales.sold_on >= as_of.as_of_date - 364) as rfm_frequency,
-        coalesce(sum(sales.amount) filter (where sales.sold_on >= as_of.as_of_date - 364), 0)
-            as rfm_monetary
+        sales.lifetime_purchases,
+        sales.last_purchased_on,
+        sales.rfm_frequency,
+        sales.rfm_monetary
     from sales
-    cross join as_of
     inner join customers
-        on
-            sales.customer_id = customers.customer_id
-            and customers.customer_since <= as_of.as_of_date
-    group by sales.customer_id, as_of.as_of_date
+        on sales.customer_id = customers.customer_id
+    where customers.customer_since <= {{ as_of_date() }}
 
 ),
 
-ranked as (
+buyers_total as (
 
-    -- rank(): a tie's first position, so every customer of a tie gets the same group
+    select count(*) as buyers_total from buyers
+
+),
+
+-- rank() of each distinct value, without sorting the buyers: one plus the number of buyers
+-- with a smaller value (a few thousand distinct dates and amounts instead of 1M rows, three
+-- times). The longest ago first: the most recent buyers land in the fifth group.
+recency_positions as (
+
     select
-        *,
-        as_of_date - last_purchased_on as rfm_recency_days,
-        count(*) over () as buyers_total,
-        -- the longest ago first: the most recent buyers land in the fifth group
-        rank() over (order by last_purchased_on) as r_position,
-        rank() over (order by rfm_frequency) as f_position,
-        rank() over (order by rfm_monetary) as m_position
+        last_purchased_on,
+        cast(sum(count(*)) over (order by last_purchased_on) - count(*) + 1 as bigint) as r_position
     from buyers
+    group by last_purchased_on
+
+),
+
+frequency_positions as (
+
+    select
+        rfm_frequency,
+        cast(sum(count(*)) over (order by rfm_frequency) - count(*) + 1 as bigint) as f_position
+    from buyers
+    group by rfm_frequency
+
+),
+
+monetary_positions as (
+
+    select
+        rfm_monetary,
+        cast(sum(count(*)) over (order by rfm_monetary) - count(*) + 1 as bigint) as m_position
+    from buyers
+    group by rfm_monetary
 
 ),
 
 final as (
 
     select
-        customer_id,
-        as_of_date,
-        cast(lifetime_purchases as integer) as lifetime_purchases,
-        last_purchased_on,
-        cast(rfm_recency_days as integer) as rfm_recency_days,
-        cast(rfm_frequency as integer) as rfm_frequency,
-        cast(rfm_monetary as numeric(14, 2)) as rfm_monetary,
-        cast({{ ntile_of_rank('r_position', 'buyers_total', 5) }} as integer) as r_score,
-        cast({{ ntile_of_rank('f_position', 'buyers_total', 5) }} as integer) as f_score,
-        cast({{ ntile_of_rank('m_position', 'buyers_total', 5) }} as integer) as m_score
-    from ranked
+        buyers.customer_id,
+        {{ as_of_date() }} as as_of_date,
+        cast(buyers.lifetime_purchases as integer) as lifetime_purchases,
+        buyers.last_purchased_on,
+        cast({{ as_of_date() }} - buyers.last_purchased_on as integer) as rfm_recency_days,
+        cast(buyers.rfm_frequency as integer) as rfm_frequency,
+        cast(buyers.rfm_monetary as numeric(14, 2)) as rfm_monetary,
+        cast({{ ntile_of_rank('recency_positions.r_position', 'buyers_total.buyers_total', 5) }}
+            as integer) as r_score,
+        cast({{ ntile_of_rank('frequency_positions.f_position', 'buyers_total.buyers_total', 5) }}
+            as integer) as f_score,
+        cast({{ ntile_of_rank('monetary_positions.m_position', 'buyers_total.buyers_total', 5) }}
+            as integer) as m_score
+    from buyers
+    cross join buyers_total
+    inner join recency_positions
+        on buyers.last_purchased_on = recency_positions.last_purchased_on
+    inner join frequency_positions
+        on buyers.rfm_frequency = frequency_positions.rfm_frequency
+    inner join monetary_positions
+        on buyers.rfm_monetary = monetary_positions.rfm_monetary
 
 )
 

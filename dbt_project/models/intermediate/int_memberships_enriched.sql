@@ -8,21 +8,9 @@
     D. A build of D before L re-derives every customer, after the pre-hook drops the
     memberships bought after D. A membership deleted from raw needs a full refresh.
 -#}
-{%- set last_derived = "(select max(derived_as_of) from " ~ this ~ ")" -%}
-{%- set watermark = "(select coalesce(max(_loaded_at), '-infinity') from " ~ this ~ ")" -%}
-{%- set rewinding = "(" ~ as_of_date() ~ " < " ~ last_derived ~ ")" -%}
-{#- Read before the run when the table exists, so the planner sees constants (a unit test
-    has no table to read: there they stay subqueries). -#}
-{%- if is_incremental() and execute and model.resource_type != 'unit_test' -%}
-    {%- set stored = run_query(
-        "select cast(max(derived_as_of) as text), cast(max(_loaded_at) as text) from " ~ this
-    ).rows[0] -%}
-    {%- if stored[0] is not none -%}
-        {%- set last_derived = "cast('" ~ stored[0] ~ "' as date)" -%}
-        {%- set watermark = "cast('" ~ stored[1] ~ "' as timestamptz)" -%}
-        {%- set rewinding = 'true' if var('as_of_date') | string < stored[0] else 'false' -%}
-    {%- endif -%}
-{%- endif -%}
+{%- set state = derived_state() -%}
+{%- set last_derived, watermark, rewinding = state.last_derived, state.watermark,
+    state.rewinding -%}
 
 {%- set drop_after_as_of -%}{% raw %}
     {%- if is_incremental() -%}

@@ -7,7 +7,8 @@
     A purchase deleted from raw needs a full refresh. -#}
 {%- set watermark = high_water_mark() %}
 
-{#- The unique index is the key's test: a duplicate fails the build (no `unique` test). -#}
+{#- The unique index is the key's test: a duplicate fails the build (no `unique` test);
+    (customer_id) finds the purchases int_customer_sales sums again. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete_insert_where',
@@ -15,6 +16,7 @@
     on_schema_change='fail',
     post_hook=[
         "{{ ensure_index(this, ['purchase_id'], unique=true) }}",
+        "{{ ensure_index(this, ['customer_id']) }}",
         "analyze {{ this }}",
     ],
 ) }}
