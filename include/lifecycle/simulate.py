@@ -66,6 +66,7 @@ DAILY_MODELS = (
     "int_visits_daily",
     "int_visits_customer",
     "int_purchases_classified",
+    "int_customer_sales",
     "int_customer_rfm",
     "customer_service_purchases",
     "customer_facts",
