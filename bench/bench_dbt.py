@@ -198,6 +198,29 @@ def rerun(url: str, days: int) -> None:
             report(f"incremental build as of {day}", run, wall, manifest_of(Path(tmp)))
 
 
+def calibration(url: str) -> str:
+    """Seconds of two fixed single-core workloads, to compare machines between runs.
+
+    Figures of this benchmark have differed by 2-3x between the workplace's machines for the
+    same code and data: printed beside them, these say whether the machine or the change moved.
+    """
+    t0 = time.perf_counter()
+    sum(i * i for i in range(5_000_000))
+    python_s = time.perf_counter() - t0
+    with psycopg.connect(url) as conn:
+        conn.execute("set max_parallel_workers_per_gather = 0")
+        t0 = time.perf_counter()
+        conn.execute(
+            "select count(*) from (select md5(g::text) as h from generate_series(1, 2000000) g "
+            "order by h) as s"
+        )
+        sql_s = time.perf_counter() - t0
+    return (
+        f"calibration: Python loop {python_s:.2f} s, PostgreSQL sort of 2M md5s {sql_s:.2f} s "
+        f"(load average {os.getloadavg()[0]:.1f})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10k,100k", help="customers per run, e.g. 10k,100k,1M")
@@ -216,6 +239,7 @@ def main() -> None:
     sizes = [parse_size(s) for s in args.sizes.split(",")]
 
     server = resolve_url()
+    print(calibration(server))
     if args.on:
         rerun(server.rsplit("/", 1)[0] + "/" + args.on, args.days)
         return

@@ -43,7 +43,10 @@ skips as (
 
 ),
 
-memberships as (
+-- not materialized: read twice, and the per-exposure lookup in with_membership must reach
+-- raw.memberships' customer index; a materialized copy has none, and each exposure then
+-- scanned every membership (a demo day's build grew from 1 s to 8 s in ten days)
+memberships as not materialized (
 
     select * from {{ ref('stg_club__memberships') }}
 
