@@ -69,6 +69,36 @@ def dbt_env(url: str, settings: Settings | None = None) -> dict[str, str]:
     return env
 
 
+def cheap_behavior_flag_source() -> None:
+    """Make dbt's behaviour flags name their module without ``inspect.stack()``; idempotent.
+
+    For a process that runs dbt in-process, invocation after invocation: Cosmos' tasks in the
+    daily DAG (InvocationMode.DBT_RUNNER) and ``lifecycle simulate``. Every invocation makes a
+    new adapter whose ~10 behaviour flags each find the module that declared them through
+    ``inspect.stack()`` (dbt_common.behavior_flags), which reads the source of every frame and
+    scans sys.modules for frames without a module: a third of a demo day's time by its tenth
+    day, growing day by day. The answer, a label in a warning, is the same from the frames'
+    globals, without reading any file.
+    """
+    from dbt_common import behavior_flags
+
+    def source() -> str:
+        frame = sys._getframe(1)
+        while frame is not None:
+            name = frame.f_globals.get("__name__")
+            if name and name != behavior_flags.__name__:
+                return name
+            frame = frame.f_back
+        return "Unknown"
+
+    behavior_flags.BehaviorFlagRendered._default_source = staticmethod(source)
+
+
+def before_dbt_task(context: object) -> None:
+    """``pre_execute`` of the DAG's dbt tasks (the context is not used)."""
+    cheap_behavior_flag_source()
+
+
 def dbt_executable() -> Path:
     """The ``dbt`` installed beside the running interpreter (the same virtualenv)."""
     # sys.executable is not resolved: in a venv it is a symlink and its directory is the venv's.

@@ -34,7 +34,6 @@ import calendar
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -182,25 +181,6 @@ class PolicyResult:
 # --------------------------------------------------------------------------- dbt in-process
 
 
-def _cheap_behavior_flag_source() -> None:
-    """Every dbt invocation makes a new adapter, whose ~10 behaviour flags each name the
-    module that declared them through ``inspect.stack()``, which reads the source lines of
-    every frame: 0.05-0.3 s a flag, 0.5-3 s a simulated day, for a label in a warning.
-    The same answer from the frames' globals, without reading any file."""
-    from dbt_common import behavior_flags
-
-    def source() -> str:
-        frame = sys._getframe(1)
-        while frame is not None:
-            name = frame.f_globals.get("__name__")
-            if name and name != behavior_flags.__name__:
-                return name
-            frame = frame.f_back
-        return "Unknown"
-
-    behavior_flags.BehaviorFlagRendered._default_source = staticmethod(source)
-
-
 class _DailyDbt:
     """dbt in this process on a manifest parsed once: a day's build without dbt's start-up.
 
@@ -212,9 +192,9 @@ class _DailyDbt:
     def __init__(self, url: str, rules: Rules, settings: Settings, target: Path) -> None:
         from dbt.cli.main import dbtRunner
 
-        from lifecycle.dbt import dbt_env
+        from lifecycle.dbt import cheap_behavior_flag_source, dbt_env
 
-        _cheap_behavior_flag_source()
+        cheap_behavior_flag_source()
 
         self.env = {**dbt_env(url, settings), "DBT_TARGET_PATH": str(target)}
         self.env["DBT_LOG_PATH"] = str(target / "logs")

@@ -70,6 +70,10 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
             model
         )
     assert "dbt.metrics_retention_monthly_model_build" in dbt_tasks
+    # dbt runs in the task's process: every dbt task first makes its behaviour flags cheap
+    from lifecycle.dbt import before_dbt_task
+
+    assert {dag.get_task(t)._pre_execute_hook for t in dbt_tasks} == {before_dbt_task}
 
 
 def test_dispatch_dag_drains_each_channel_in_mapped_shards_within_its_pool(dagbag):
