@@ -5,7 +5,10 @@ For each size: generate the club into a fresh database (``generate(url=...)``), 
 unit tests), then load one more day (that day's visits, memberships and service purchases,
 copied from the last generated day under new ids, plus a share of those visits dated three
 days earlier, as a late load would bring them) and run the daily incremental ``dbt build`` as
-of that day. Prints rows and seconds per model (from target/run_results.json) and totals;
+of that day. Before it, ``--history-days`` (default 30) days of sent messages and
+control-group skips are written into ``ops`` at the demo's rates, so that the models reading
+the outbox (phase_conversions, message_delivery, phase_uplift) do a club's daily work, not an
+empty outbox's. Prints rows and seconds per model (from target/run_results.json) and totals;
 measures, asserts nothing.
 
     .venv/bin/python bench/bench_dbt.py --sizes 10k,100k,1M
@@ -14,8 +17,9 @@ measures, asserts nothing.
 (2019-07-01 to 2026-06-30, seven years) gives about 100 visits per customer, ~100M visits at
 1M customers. Databases are created on the embedded server (or LIFECYCLE_WAREHOUSE_URL's) and
 dropped afterwards unless ``--keep``. ``--on NAME`` builds more days on a kept database
-(no generation): it loads the day after the last one built and builds it incrementally,
-``--days`` times, so a change to the models can be measured without generating again:
+(no generation): it loads the day after the last one built (and the day before's messages)
+and builds it incrementally, ``--days`` times, so a change to the models can be measured
+without generating again:
 
     .venv/bin/python bench/bench_dbt.py --on bench_dbt_1m_eab0c4 --days 2
 """
@@ -85,6 +89,80 @@ def load_next_day(url: str, day: date) -> dict[str, int]:
             {"suffix": suffix, "before": before, "day": day},
         ).rowcount
     return {"visits": visits, "memberships": memberships, "purchases": purchases}
+
+
+# The demo's rates (bench/RESULTS.md, make demo): 5,758 messages and 10,212 control-group skips
+# for 10,000 customers in 30 days. The models that read the outbox (phase_conversions,
+# message_delivery, phase_uplift) recompute every exposure each day: with an empty outbox a
+# daily build would not show what they cost once the club has been messaging for a while.
+SENT_PER_CUSTOMER_DAY = 0.0192
+CONTROL_PER_CUSTOMER_DAY = 0.034
+
+
+def write_message_history(url: str, first: date, last: date) -> dict[str, int]:
+    """Sent messages and control-group skips for the days first..last, as planning writes them.
+
+    Drawn (by hash, so reruns agree) from the steps customer_phase_eligibility holds, at the
+    demo's rates per customer; one message per customer and day, as the outbox allows.
+    """
+    schema = get_settings().dbt_schema
+    eligibility = sql.Identifier(schema, "customer_phase_eligibility")
+    facts = sql.Identifier(schema, "customer_facts")
+    with psycopg.connect(url) as conn:
+        customers, eligible = conn.execute(
+            sql.SQL("select (select count(*) from {}), (select count(*) from {})").format(
+                facts, eligibility
+            )
+        ).fetchone()
+        if not eligible:
+            return {"sent": 0, "control skips": 0}
+        # per mille of the eligible rows a day, so that the rates per customer hold
+        sent_share = min(1000, round(SENT_PER_CUSTOMER_DAY * customers / eligible * 1000))
+        control_share = min(1000, round(CONTROL_PER_CUSTOMER_DAY * customers / eligible * 1000))
+        days = {"first": first, "last": last}
+        sent = conn.execute(
+            sql.SQL(
+                """
+                insert into ops.outbox (message_key, plan_date, customer_id, phase, step,
+                    cycle_key, channel, to_address, body, send_at, window_end_at, deadline_at,
+                    status, sent_at)
+                select 'bench-' || d || '-' || customer_id, d, customer_id, phase, step,
+                    'bench', 'sms', '+380000000000', 'bench', d + time '10:00',
+                    d + time '20:00', d + time '21:00', 'sent', d + time '10:00'
+                from (
+                    select generate_series(%(first)s::date, %(last)s::date, '1 day')::date as d
+                ) as g
+                cross join lateral (
+                    select distinct on (customer_id) customer_id, phase, step
+                    from {}
+                    where abs(hashtext(customer_id || g.d)) %% 1000 < %(share)s
+                    order by customer_id, priority
+                ) as e
+                on conflict do nothing
+                """
+            ).format(eligibility),
+            {**days, "share": sent_share},
+        ).rowcount
+        control = conn.execute(
+            sql.SQL(
+                """
+                insert into ops.skips (plan_date, customer_id, phase, step, reason)
+                select g.d, customer_id, phase, step, 'control_group'
+                from (
+                    select generate_series(%(first)s::date, %(last)s::date, '1 day')::date as d
+                ) as g
+                cross join lateral (
+                    select customer_id, phase, step from {}
+                    where abs(hashtext(customer_id || g.d || 'c')) %% 1000 < %(share)s
+                ) as e
+                on conflict do nothing
+                """
+            ).format(eligibility),
+            {**days, "share": control_share},
+        ).rowcount
+        conn.execute("analyze ops.outbox")
+        conn.execute("analyze ops.skips")
+    return {"sent": sent, "control skips": control}
 
 
 def results(target: Path) -> dict:
@@ -193,6 +271,7 @@ def rerun(url: str, days: int) -> None:
         for _ in range(days):
             day = last_built_day(url) + timedelta(days=1)
             loaded = load_next_day(url, day)
+            loaded |= write_message_history(url, day - timedelta(days=1), day - timedelta(days=1))
             print(f"loaded {day}: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
             run, wall = build(url, day, Path(tmp), full_refresh=False)
             report(f"incremental build as of {day}", run, wall, manifest_of(Path(tmp)))
@@ -235,12 +314,19 @@ def main() -> None:
         "built and build it incrementally (--days times)",
     )
     ap.add_argument("--days", type=int, default=1, help="with --on: days to load and build")
+    ap.add_argument(
+        "--history-days",
+        type=int,
+        default=30,
+        help="days of sent messages and control-group skips written before the incremental "
+        "build, at the demo's rates (0: an empty outbox); with --on each day adds one",
+    )
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
 
     server = resolve_url()
-    print(calibration(server))
     if args.on:
+        print(calibration(server))
         rerun(server.rsplit("/", 1)[0] + "/" + args.on, args.days)
         return
     with psycopg.connect(server) as conn:
@@ -249,6 +335,7 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores (nproc), {platform.machine()}, "
         f"Python {platform.python_version()}, PostgreSQL {pg}, {time.strftime('%Y-%m-%d')}"
     )
+    print(calibration(server))
     print(
         f"period {args.start}..{args.end}, seed {args.seed}; full build as of {args.end}, "
         f"incremental as of {args.end + timedelta(days=1)}\n"
@@ -277,6 +364,9 @@ def main() -> None:
                 full = report(f"full build as of {args.end}", run, wall)
                 day = args.end + timedelta(days=1)
                 loaded = load_next_day(url, day)
+                loaded |= write_message_history(
+                    url, args.end - timedelta(days=args.history_days - 1), args.end
+                )
                 print(f"  loaded {day}: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
                 run, wall = build(url, day, target, full_refresh=False)
                 incremental = report(
