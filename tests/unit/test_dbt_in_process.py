@@ -10,6 +10,9 @@ from dbt_common import behavior_flags
 from lifecycle.dbt import before_dbt_task, cheap_behavior_flag_source
 
 FLAG = {"name": "some_flag", "default": False, "description": "a flag for the test"}
+# dbt's own, taken when pytest imports this module: before any test of the session has run
+# the DAG's hook or lifecycle simulate in this process, which replace it
+DBT_DEFAULT_SOURCE = behavior_flags.BehaviorFlagRendered.__dict__["_default_source"]
 
 
 def _declared_source() -> str:
@@ -20,9 +23,11 @@ def _declared_source() -> str:
 
 @pytest.fixture
 def restore_default_source():
-    original = behavior_flags.BehaviorFlagRendered.__dict__["_default_source"]
+    """dbt's own lookup for the test, whatever ran before; the process's as it was after."""
+    before = behavior_flags.BehaviorFlagRendered.__dict__["_default_source"]
+    behavior_flags.BehaviorFlagRendered._default_source = DBT_DEFAULT_SOURCE
     yield
-    behavior_flags.BehaviorFlagRendered._default_source = original
+    behavior_flags.BehaviorFlagRendered._default_source = before
 
 
 def test_the_flag_source_is_the_declaring_module_as_dbt_says(restore_default_source, monkeypatch):
