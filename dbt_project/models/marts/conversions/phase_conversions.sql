@@ -187,7 +187,9 @@ windowed as (
 
 ),
 
-events as (
+-- not materialized: read once per exposure, by customer, so each branch must reach its
+-- table's customer index rather than a copy of every visit day, purchase and membership
+events as not materialized (
 
     select
         customer_id,
@@ -227,33 +229,11 @@ events as (
 
 ),
 
-conversions as (
-
-    select
-        windowed.customer_id,
-        windowed.phase,
-        windowed.step,
-        windowed.arm,
-        windowed.membership_id,
-        min(events.event_date) as converted_on,
-        count(*) as conversion_events,
-        sum(events.amount) as revenue
-    from windowed
-    cross join as_of
-    inner join events
-        on windowed.customer_id = events.customer_id
-        and windowed.conversion_event = events.conversion_event
-        and events.event_date > windowed.exposed_on
-        and events.event_date <= windowed.window_ends_on
-        and events.event_date <= as_of.as_of_date
-        -- the membership the step was about is not its own renewal
-        and (events.membership_id is null or events.membership_id is distinct from windowed.membership_id)
-    group by 1, 2, 3, 4, 5
-
-),
-
 final as (
 
+    -- each exposure's conversion events, looked up by its customer: an exposure is one row
+    -- (exposures is distinct on the key), so its lookup is the aggregate of its own events;
+    -- one join of every exposure to every event day sorted ~95M rows at a million customers
     select
         windowed.customer_id,
         windowed.phase,
@@ -272,12 +252,23 @@ final as (
         as_of.as_of_date
     from windowed
     cross join as_of
-    left join conversions
-        on windowed.customer_id = conversions.customer_id
-        and windowed.phase = conversions.phase
-        and windowed.step = conversions.step
-        and windowed.arm = conversions.arm
-        and windowed.membership_id is not distinct from conversions.membership_id
+    cross join lateral (
+        select
+            min(events.event_date) as converted_on,
+            sum(events.amount) as revenue
+        from events
+        where
+            events.customer_id = windowed.customer_id
+            and events.conversion_event = windowed.conversion_event
+            and events.event_date > windowed.exposed_on
+            and events.event_date <= windowed.window_ends_on
+            and events.event_date <= as_of.as_of_date
+            -- the membership the step was about is not its own renewal
+            and (
+                events.membership_id is null
+                or events.membership_id is distinct from windowed.membership_id
+            )
+    ) as conversions
 
 )
 
