@@ -91,5 +91,6 @@
         rows are final (tables built before they existed are computed again in full). -#}
     {%- set names = adapter.get_columns_in_relation(relation) | map(attribute='name')
         | map('lower') | list -%}
-    {{ return('computed_on' in names and 'within_days' in names and 'grace_days' in names) }}
+    {{ return('computed_on' in names and 'within_days' in names and 'grace_days' in names
+        and 'dbt_invocation_id' in names) }}
 {%- endmacro %}

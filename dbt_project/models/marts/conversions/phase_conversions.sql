@@ -7,45 +7,50 @@
 
     Incremental: a row is final once it was computed conversion_settle_days or more after its
     window ended, with the window the rules still give its phase (phase_conversion_is_final).
-    A build of D deletes every other row (pre-hook) and computes them again, with the
-    exposures planned since, from the outbox and skip days on or after the earliest of them:
-    each day's work is the exposures of the last window's length, not the whole history.
+    A build of D computes every other row again from its own exposure (and a post-hook
+    deletes the older copy), with the exposures planned since the last build (outbox and skip days from its
+    day less the settle days): each day's work is the exposures whose windows are open or
+    settling, not the whole history.
 -#}
 {%- set settle_days = conversion_settle_days() -%}
 
-{%- set delete_hook -%}{% raw %}
-    {%- if is_incremental() -%}
-        {%- if phase_conversions_table_is_current(this) -%}
-            delete from {{ this }} as prior where not {{ phase_conversion_is_final('prior') }}
-        {%- else -%}
-            delete from {{ this }}
-        {%- endif -%}
+{#- Before a build over a table without the columns that say which rows are final, its rows
+    go (the build computes every row). After a build, the rows not final that an earlier
+    build wrote go: the build has just written them again (or dropped them, for a day before
+    their exposure). Both in the build's transaction. -#}
+{%- set legacy_hook -%}{% raw %}
+    {%- if is_incremental() and not phase_conversions_table_is_current(this) -%}
+        delete from {{ this }}
     {%- endif -%}
+{% endraw %}{%- endset -%}
+
+{%- set replaced_hook -%}{% raw %}
+    delete from {{ this }} as prior
+    where prior.dbt_invocation_id is distinct from '{{ invocation_id }}'
+        and not {{ phase_conversion_is_final('prior') }}
 {% endraw %}{%- endset -%}
 
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='sync_all_columns',
-    pre_hook=[delete_hook],
-    post_hook=["{{ ensure_index(this, ['customer_id', 'phase', 'step']) }}"],
+    pre_hook=[legacy_hook],
+    post_hook=[replaced_hook, "{{ ensure_index(this, ['customer_id', 'phase', 'step']) }}"],
 ) }}
 
-{#- Which rows to keep and from which planning day to read exposures ("since"): all of them
-    in a first or full build, or when the table predates the columns that say which rows are
-    final. The day is read before the build, so the planner sees a constant; a unit test has
-    no table to read, there it stays a subquery over the `this` fixture. -#}
+{#- Which rows to keep, and from which planning day to read new exposures ("since": the
+    last build's day, or D if earlier, less the settle days; rows not final are computed again
+    from their own exposure, however old): everything in a first or full build, or when the
+    table predates the columns that say which rows are final. The day is read before the
+    build, so the planner sees a constant; a unit test has no table to read, there it stays a
+    subquery over the `this` fixture. -#}
 {%- set keep_final = is_incremental() and (
     not execute or model.resource_type == 'unit_test' or phase_conversions_table_is_current(this)
 ) -%}
 {%- set since = none -%}
 {%- if keep_final -%}
     {%- set since_sql -%}
-        select
-            case when count(*) > 0 then least(
-                min(prior.exposed_on) filter (where not {{ phase_conversion_is_final('prior') }}),
-                least(max(prior.computed_on), {{ as_of_date() }}) - {{ settle_days }}
-            ) end
+        select least(max(prior.computed_on), {{ as_of_date() }}) - {{ settle_days }}
         from {{ this }} as prior
     {%- endset -%}
     {%- if execute and model.resource_type != 'unit_test' -%}
@@ -166,6 +171,25 @@ exposure_days as (
         null as channel,
         plan_date as exposed_on
     from control_days
+    {%- if keep_final %}
+
+    union all
+
+    -- the rows not final yet, computed again from their own exposure (a later build of an
+    -- earlier day drops those after it)
+    select
+        prior.customer_id,
+        prior.phase,
+        prior.step,
+        prior.arm,
+        prior.variant,
+        prior.channel,
+        prior.exposed_on
+    from {{ this }} as prior
+    cross join as_of
+    where prior.exposed_on <= as_of.as_of_date
+        and not {{ phase_conversion_is_final('prior') }}
+    {%- endif %}
 
 ),
 
@@ -305,7 +329,9 @@ final as (
         conversions.converted_on,
         coalesce(conversions.revenue, 0)::numeric(12, 2) as revenue,
         -- the day this row was computed (D); a final row keeps its day in later builds
-        as_of.as_of_date as computed_on
+        as_of.as_of_date as computed_on,
+        -- the dbt run that computed it (the post-hook tells the rows it wrote from older ones)
+        '{{ invocation_id }}'::text as dbt_invocation_id
     from windowed
     cross join as_of
     cross join lateral (
