@@ -20,17 +20,24 @@
                 i.indrelid = '{{ relation }}'::regclass
                 and i.indisunique = {{ 'true' if unique else 'false' }}
                 and (i.indpred is not null) = {{ 'true' if where else 'false' }}
-                and (
-                    select array_agg(a.attname::text order by k.ord)
-                    from unnest(string_to_array(i.indkey::text, ' ')::int2 []) with ordinality
-                        as k (attnum, ord)
-                    inner join pg_catalog.pg_attribute as a
-                        on a.attrelid = i.indrelid and a.attnum = k.attnum
-                    where k.ord <= i.indnkeyatts
-                ) = array[{% for c in columns %}'{{ c }}'{% if not loop.last %}, {% endif %}{% endfor %}]::text []
+                and {{ index_key_columns('i') }} = array[{% for c in columns %}'{{ c }}'{% if not loop.last %}, {% endif %}{% endfor %}]::text []
         ) then
             execute $ddl${{ ddl }}$ddl$;
         end if;
     end
     $ensure_index$
+{%- endmacro %}
+
+
+{% macro index_key_columns(index, by_name=false) -%}
+    {#- SQL: the key columns (not the included ones) of the pg_index row `index`, as a text
+        array in key order, or sorted by name when by_name. -#}
+    (
+        select array_agg(a.attname::text order by {{ 'a.attname::text' if by_name else 'k.ord' }})
+        from unnest(string_to_array({{ index }}.indkey::text, ' ')::int2 []) with ordinality
+            as k (attnum, ord)
+        inner join pg_catalog.pg_attribute as a
+            on a.attrelid = {{ index }}.indrelid and a.attnum = k.attnum
+        where k.ord <= {{ index }}.indnkeyatts
+    )
 {%- endmacro %}

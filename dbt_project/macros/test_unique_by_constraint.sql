@@ -20,14 +20,7 @@ where not exists (
         and i.indisunique
         and i.indpred is null
         and i.indexprs is null
-        and (
-            select array_agg(a.attname::text order by a.attname::text)
-            from unnest(string_to_array(i.indkey::text, ' ')::int2 []) with ordinality
-                as k (attnum, ord)
-            inner join pg_catalog.pg_attribute as a
-                on a.attrelid = i.indrelid and a.attnum = k.attnum
-            where k.ord <= i.indnkeyatts
-        ) = array[{% for c in wanted %}'{{ c }}'{% if not loop.last %}, {% endif %}{% endfor %}]::text []
+        and {{ index_key_columns('i', by_name=true) }} = array[{% for c in wanted %}'{{ c }}'{% if not loop.last %}, {% endif %}{% endfor %}]::text []
 )
 
 {% endtest %}
