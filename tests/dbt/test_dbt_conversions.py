@@ -156,14 +156,15 @@ def test_phase_conversions_day_by_day_equal_a_full_rebuild_forward_back_and_on_r
 def test_a_table_without_the_final_row_columns_is_computed_again(
     fresh_db: str, tmp_path: Path
 ) -> None:
-    # phase_conversions before it was incremental: as_of_date, no computed_on or window days
+    # phase_conversions before it was incremental: as_of_date, no computed_on, window days
+    # or dbt_invocation_id
     day = date(2025, 6, 30)
     _club(fresh_db, 300, 3, day, tmp_path)
     expected = _rows(fresh_db)
     with psycopg.connect(fresh_db) as conn:
         conn.execute(
             "alter table analytics.phase_conversions drop column computed_on,"
-            " drop column within_days, drop column grace_days,"
+            " drop column within_days, drop column grace_days, drop column dbt_invocation_id,"
             " add column as_of_date date"
         )
         conn.execute("update analytics.phase_conversions set converted = not converted")

@@ -8,9 +8,9 @@
     Incremental: a row is final once it was computed conversion_settle_days or more after its
     window ended, with the window the rules still give its phase (phase_conversion_is_final).
     A build of D computes every other row again from its own exposure (and a post-hook
-    deletes the older copy), with the exposures planned since the last build (outbox and skip days from its
-    day less the settle days): each day's work is the exposures whose windows are open or
-    settling, not the whole history.
+    deletes the older copy), with the exposures planned since the last build (outbox and skip
+    days from its day less the settle days): each day's work is the exposures whose windows
+    are open or settling, not the whole history.
 -#}
 {%- set settle_days = conversion_settle_days() -%}
 
@@ -44,19 +44,19 @@
     table predates the columns that say which rows are final. The day is read before the
     build, so the planner sees a constant; a unit test has no table to read, there it stays a
     subquery over the `this` fixture. -#}
-{%- set keep_final = is_incremental() and (
-    not execute or model.resource_type == 'unit_test' or phase_conversions_table_is_current(this)
-) -%}
+{%- set in_unit_test = model.resource_type == 'unit_test' -%}
+{%- set keep_final = is_incremental()
+    and (in_unit_test or phase_conversions_table_is_current(this)) -%}
 {%- set since = none -%}
 {%- if keep_final -%}
     {%- set since_sql -%}
         select least(max(prior.computed_on), {{ as_of_date() }}) - {{ settle_days }}
         from {{ this }} as prior
     {%- endset -%}
-    {%- if execute and model.resource_type != 'unit_test' -%}
-        {%- set earliest = run_query(since_sql).columns[0][0] -%}
-        {%- if earliest is not none -%}
-            {%- set since = "cast('" ~ earliest ~ "' as date)" -%}
+    {%- if not in_unit_test -%}
+        {%- set since_day = run_query(since_sql).columns[0][0] -%}
+        {%- if since_day is not none -%}
+            {%- set since = "cast('" ~ since_day ~ "' as date)" -%}
         {%- endif -%}
     {%- else -%}
         {%- set since = "coalesce((" ~ since_sql ~ "), '-infinity'::date)" -%}
