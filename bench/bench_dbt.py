@@ -40,10 +40,11 @@ import psycopg
 from bench_generate_load import label, parse_size
 from psycopg import sql
 
-from lifecycle.dbt import run_dbt
-from lifecycle.generator import generate
+from lifecycle.data.generator import generate
 from lifecycle.settings import get_settings
-from lifecycle.warehouse import migrate, resolve_url
+from lifecycle.transform.dbt import run_dbt
+from lifecycle.warehouse.migrations import migrate
+from lifecycle.warehouse.server import resolve_url
 
 LATE_SHARE = 0.05  # of the new day's visits, how many are dated three days earlier instead
 

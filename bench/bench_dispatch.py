@@ -2,7 +2,7 @@
 
 The stand-in provider runs in its own process (as a provider would), with 0 ms or 50 ms of
 latency. For each channel, latency and size: plan N outbox rows into a fresh database, run one
-dispatcher (``lifecycle.dispatch.dispatch``, the real twilio / sendgrid SDKs) with a high
+dispatcher (``lifecycle.delivery.dispatch.dispatch``, the real twilio / sendgrid SDKs) with a high
 configured rate, and print messages/s, the dispatcher's CPU per message and what the stand-in
 accepted. Beside it, in the same run, the straightforward approach as the baseline: a loop that
 calls the SDK once per message, one after another (on a sample: at 50 ms it moves ~20 a second).
@@ -33,10 +33,10 @@ from sendgrid import SendGridAPIClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from lifecycle.dispatch import dispatch
+from lifecycle.delivery.dispatch import dispatch
+from lifecycle.delivery.transports import get_transport
 from lifecycle.settings import Settings
-from lifecycle.transports import get_transport
-from lifecycle.warehouse import resolve_url
+from lifecycle.warehouse.server import resolve_url
 
 D = date(2026, 6, 1)
 T0 = datetime(2026, 6, 1, 10, tzinfo=UTC)
@@ -55,7 +55,7 @@ class Standin:
     def __init__(self, **faults: float):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        code = ("import sys, json; from lifecycle.standin import serve, Faults; "
+        code = ("import sys, json; from lifecycle.delivery.standin import serve, Faults; "
                 "serve(int(sys.argv[1]), Faults(**json.loads(sys.argv[2])))")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.port),
                                       json.dumps(faults)],

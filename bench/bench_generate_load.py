@@ -28,10 +28,11 @@ from pathlib import Path
 
 import psycopg
 
-from lifecycle.contract import FILES
-from lifecycle.generator import FILE_ORDER, generate
-from lifecycle.loader import load_dir
-from lifecycle.warehouse import migrate, resolve_url
+from lifecycle.data.contract import FILES
+from lifecycle.data.generator import FILE_ORDER, generate
+from lifecycle.data.loader import load_dir
+from lifecycle.warehouse.migrations import migrate
+from lifecycle.warehouse.server import resolve_url
 
 
 def parse_size(text: str) -> int:

@@ -34,12 +34,13 @@ from cosmos import (
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
-from lifecycle.dbt import before_dbt_task, dbt_executable, fresh_manifest
 from lifecycle.operations import on_failure
 from lifecycle.settings import get_settings
+from lifecycle.transform.dbt import before_dbt_task, dbt_executable, fresh_manifest
 
 SETTINGS = get_settings()  # environment only: no database, network or files touched here
-# Rendered when a dbt task runs: validate_rules' XCom, the JSON lifecycle.dbt_vars generates.
+# Rendered when a dbt task runs: validate_rules' XCom, the JSON that
+# lifecycle.transform.dbt_vars generates.
 PHASES_FROM_VALIDATE_RULES = "{{ ti.xcom_pull(task_ids='validate_rules') }}"
 OUTBOX = Asset("lifecycle_outbox")
 # The task group is rendered from the manifest `lifecycle dbt-manifest` stores (and
@@ -108,8 +109,8 @@ def lifecycle_daily():
 
     @task
     def prepare_warehouse() -> None:
-        from lifecycle.dbt import DbtError, ensure_manifest
-        from lifecycle.warehouse import migrate
+        from lifecycle.transform.dbt import DbtError, ensure_manifest
+        from lifecycle.warehouse.migrations import migrate
 
         migrate(warehouse_url())
         # After a change to the dbt project the next parses render from a fresh manifest
@@ -142,7 +143,7 @@ def lifecycle_daily():
         ),
         operator_args={
             # dbt runs in the task's process: its behaviour flags must not walk the stack
-            # (lifecycle.dbt.cheap_behavior_flag_source: a third of a demo day by day 10)
+            # (lifecycle.transform.dbt.cheap_behavior_flag_source: a third of a demo day by day 10)
             "pre_execute": before_dbt_task,
             # The phases come from the rules file validated by this run (DESIGN.md #1).
             "vars": {"as_of_date": "{{ ds }}", "lifecycle_phases": PHASES_FROM_VALIDATE_RULES},
@@ -195,14 +196,14 @@ def lifecycle_daily():
 
     @task
     def summarize(planned: dict, sent: list[dict]) -> dict:
-        from lifecycle.report import day_summary
+        from lifecycle.insight.report import day_summary
 
         return day_summary(warehouse_url(), _plan_date(), planned, sent)
 
     @task
     def report() -> str:
         """The report of the 30 days ending on the date: an HTML file under the reports dir."""
-        from lifecycle.report import write_day_report
+        from lifecycle.insight.report import write_day_report
 
         return write_day_report(warehouse_url(), _plan_date(), SETTINGS)
 

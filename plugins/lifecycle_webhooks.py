@@ -1,4 +1,5 @@
-"""Mount the provider webhook receiver (lifecycle.webhooks) in Airflow's api-server at /lifecycle.
+"""Mount the provider webhook receiver (lifecycle.delivery.webhooks) in Airflow's api-server
+at /lifecycle.
 
 Only registration lives here. The warehouse is LIFECYCLE_WAREHOUSE_URL if set, else the Airflow
 connection the DAGs use, looked up on the first webhook request (never at import).
@@ -10,8 +11,8 @@ import os
 
 from airflow.plugins_manager import AirflowPlugin
 
+from lifecycle.delivery.webhooks import PREFIX, create_app
 from lifecycle.settings import get_settings
-from lifecycle.webhooks import PREFIX, create_app
 
 CONN_ID = os.environ.get("LIFECYCLE_WAREHOUSE_CONN_ID", "lifecycle_warehouse")
 

@@ -57,7 +57,7 @@ def main() -> int:
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from lifecycle.report import day_counts
+    from lifecycle.insight.report import day_counts
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:

@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lifecycle.warehouse import EmbeddedWarehouse, migrate
+from lifecycle.warehouse.migrations import migrate
+from lifecycle.warehouse.server import EmbeddedWarehouse
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

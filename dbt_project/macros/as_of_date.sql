@@ -11,7 +11,7 @@
         {%- if value is none or (value | string | trim) == '' -%}
             {{ exceptions.raise_compiler_error(
                 "var 'as_of_date' is required to build " ~ model.name ~ ": pass it as "
-                ~ "--vars '{\"as_of_date\": \"YYYY-MM-DD\"}' (lifecycle.dbt.build does this)"
+                ~ "--vars '{\"as_of_date\": \"YYYY-MM-DD\"}' (lifecycle.transform.dbt.build does this)"
             ) }}
         {%- endif -%}
         {%- set text = value | string | trim -%}

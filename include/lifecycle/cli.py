@@ -13,7 +13,8 @@ from lifecycle.settings import get_settings
 
 
 def _url() -> str:
-    from lifecycle.warehouse import migrate, resolve_url
+    from lifecycle.warehouse.migrations import migrate
+    from lifecycle.warehouse.server import resolve_url
 
     url = resolve_url(get_settings())
     migrate(url)
@@ -51,7 +52,7 @@ def warehouse() -> None:
 @warehouse.command("up")
 def warehouse_up() -> None:
     """Start the embedded server (if no external URL is set) and create the schemas."""
-    from lifecycle.warehouse import masked
+    from lifecycle.warehouse.server import masked
 
     click.echo(masked(_url()))
 
@@ -59,7 +60,7 @@ def warehouse_up() -> None:
 @warehouse.command("down")
 def warehouse_down() -> None:
     """Stop the embedded server."""
-    from lifecycle.warehouse import embedded
+    from lifecycle.warehouse.server import embedded
 
     stopped = embedded(get_settings()).down()
     click.echo("stopped" if stopped else "not running")
@@ -68,7 +69,7 @@ def warehouse_down() -> None:
 @warehouse.command("url")
 def warehouse_url() -> None:
     """Print the warehouse URL (the embedded one's password is a placeholder: trust auth)."""
-    from lifecycle.warehouse import resolve_url
+    from lifecycle.warehouse.server import resolve_url
 
     click.echo(resolve_url(get_settings(), start=False))
 
@@ -78,7 +79,7 @@ def warehouse_status() -> None:
     """Say which warehouse is used and whether it answers."""
     import psycopg
 
-    from lifecycle.warehouse import WarehouseError, embedded, masked, resolve_url
+    from lifecycle.warehouse.server import WarehouseError, embedded, masked, resolve_url
 
     settings = get_settings()
     try:
@@ -105,7 +106,7 @@ def dbt_manifest() -> None:
     prepare_warehouse does it too when the project changed). Without a manifest that matches
     the project's files the DAG still works, rendering with `dbt ls` at every parse (slow).
     """
-    from lifecycle.dbt import DbtError, ensure_manifest
+    from lifecycle.transform.dbt import DbtError, ensure_manifest
 
     try:
         click.echo(str(ensure_manifest()))
@@ -121,7 +122,7 @@ def dbt_manifest() -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def load(directory: Path) -> None:
     """Load the data contract's CSV files from DIRECTORY into raw (all or nothing)."""
-    from lifecycle.loader import LoadError, load_dir
+    from lifecycle.data.loader import LoadError, load_dir
 
     try:
         report = load_dir(_url(), directory)
@@ -152,7 +153,7 @@ def generate(
     customers: int, start: date, end: date, seed: int, out: Path | None, load_: bool
 ) -> None:
     """Generate a synthetic fitness club (deterministic by seed)."""
-    from lifecycle.generator import generate as gen
+    from lifecycle.data.generator import generate as gen
 
     if out is None and not load_:
         raise click.UsageError("give --out DIR, --load, or both")
@@ -173,7 +174,8 @@ def rules() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the errors as a JSON array")
 def rules_validate(file: Path | None, as_json: bool) -> None:
     """Check a rules file; every error with file:line:column and what would be valid."""
-    from lifecycle.rules import RulesInvalid, load_rules
+    from lifecycle.rules.errors import RulesInvalid
+    from lifecycle.rules.loading import load_rules
 
     path = file or get_settings().rules_path
     try:
@@ -196,13 +198,14 @@ def rules_validate(file: Path | None, as_json: bool) -> None:
 @rules.command("schema")
 def rules_schema() -> None:
     """Print the JSON Schema of the rules file (for editors; kept in phases.schema.json)."""
-    from lifecycle.rules import rules_json_schema_text
+    from lifecycle.rules.schema import rules_json_schema_text
 
     click.echo(rules_json_schema_text(), nl=False)
 
 
 def _load_or_exit(path: Path):
-    from lifecycle.rules import RulesInvalid, load_rules
+    from lifecycle.rules.errors import RulesInvalid
+    from lifecycle.rules.loading import load_rules
 
     try:
         return load_rules(path)
@@ -214,7 +217,7 @@ def _load_or_exit(path: Path):
 
 
 def _planning_or_exit(fn, *args, **kwargs):
-    from lifecycle.planning import PlanningError
+    from lifecycle.planning.plan import PlanningError
 
     try:
         return fn(*args, **kwargs)
@@ -231,7 +234,7 @@ def _planning_or_exit(fn, *args, **kwargs):
 @click.option("--samples", type=int, default=5, show_default=True, help="Customer ids shown")
 def rules_diff(old: Path, new: Path, day: date, as_json: bool, samples: int) -> None:
     """How each phase step's audience changes from OLD to NEW rules on DATE (writes nothing)."""
-    from lifecycle.preview import diff
+    from lifecycle.planning.preview import diff
 
     result = _planning_or_exit(
         diff, _url(), _load_or_exit(old), _load_or_exit(new), day, samples=samples
@@ -275,7 +278,7 @@ def rules_diff(old: Path, new: Path, day: date, as_json: bool, samples: int) -> 
 @click.option("--samples", type=int, default=3, show_default=True, help="Per phase/channel/variant")
 def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> None:
     """What planning DATE would do with these rules: counts, skips, samples. Writes nothing."""
-    from lifecycle.preview import preview as run_preview
+    from lifecycle.planning.preview import preview as run_preview
 
     path = rules_file or get_settings().rules_path
     result = _planning_or_exit(run_preview, _url(), _load_or_exit(path), day, samples=samples)
@@ -347,7 +350,7 @@ def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> 
 def run(day: date, clock: str, no_build: bool, allow_volume: bool) -> None:
     """Run one day: validate rules, dbt build as of DATE, plan, dispatch."""
     from lifecycle.pipeline import run_day
-    from lifecycle.planning import allow_volume as record_override
+    from lifecycle.planning.outbox import allow_volume as record_override
 
     url = _url()
     if allow_volume:
@@ -368,7 +371,7 @@ def volume() -> None:
 @click.option("--reason", required=True, help="Why this day's volume is intended")
 def volume_allow(day: date, reason: str) -> None:
     """Let DATE exceed the volume guard (then run its plan again)."""
-    from lifecycle.planning import allow_volume
+    from lifecycle.planning.outbox import allow_volume
 
     allow_volume(_url(), day, reason)
     click.echo(f"{day}: volume guard override recorded; run the day's plan again")
@@ -396,7 +399,7 @@ def reconcile(as_json: bool) -> None:
     """Resolve 'unknown' outbox rows from provider events; list what stays unresolved."""
     from datetime import UTC, datetime
 
-    from lifecycle.reconcile import reconcile as run_reconcile
+    from lifecycle.delivery.reconcile import reconcile as run_reconcile
 
     report = run_reconcile(_url(), now=datetime.now(UTC))
     if as_json:
@@ -422,7 +425,7 @@ def webhooks() -> None:
 @click.option("--port", type=int, default=8766, show_default=True)
 def webhooks_serve(host: str, port: int) -> None:
     """Serve /lifecycle/sendgrid/events, /lifecycle/twilio/status and /lifecycle/twilio/inbound."""
-    from lifecycle.webhooks import serve
+    from lifecycle.delivery.webhooks import serve
 
     serve(host, port, url=_url())
 
@@ -443,7 +446,7 @@ def webhooks_serve(host: str, port: int) -> None:
     "--model",
     "model_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML of response probabilities (lifecycle.simulate.ResponseModel)",
+    help="YAML of response probabilities (lifecycle.insight.simulate.ResponseModel)",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON")
 def simulate(
@@ -456,8 +459,8 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Live a generated club for DAYS days under each policy; store the results for the report."""
-    from lifecycle.simulate import POLICIES, load_response_model
-    from lifecycle.simulate import simulate as run_simulation
+    from lifecycle.insight.simulate import POLICIES, load_response_model
+    from lifecycle.insight.simulate import simulate as run_simulation
 
     policies = POLICIES if policy == "both" else (policy,)
     progress = None
@@ -494,7 +497,7 @@ def simulate(
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write")
 def report(first: date, last: date, out: Path | None) -> None:
     """Write the self-contained HTML report of FROM..TO (default: the reports dir)."""
-    from lifecycle.report import write_report
+    from lifecycle.insight.report import write_report
 
     result = write_report(_url(), first, last, out)
     click.echo(str(result.path))

@@ -17,10 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lifecycle.airflow_env import airflow_env
-from lifecycle.dbt import ensure_manifest
-from lifecycle.planning import PHASES_IN_ORDER
+from lifecycle.planning.plan import PHASES_IN_ORDER
 from lifecycle.settings import get_settings
-from lifecycle.warehouse import masked, migrate, resolve_url
+from lifecycle.transform.dbt import ensure_manifest
+from lifecycle.warehouse.migrations import migrate
+from lifecycle.warehouse.server import masked, resolve_url
 
 DEMO_DB = "lifecycle_demo"
 RESULT_PREFIX = "@@lifecycle-day "  # scripts/run_daily.py marks its result lines so
@@ -36,8 +37,8 @@ def _fresh_database(server_url: str) -> str:
 
 
 def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) -> int:
-    from lifecycle.generator import generate
-    from lifecycle.loader import load_dir
+    from lifecycle.data.generator import generate
+    from lifecycle.data.loader import load_dir
 
     # A log file or CI has no terminal width: keep the per-day table readable anyway.
     console = Console(width=max(Console().width, 110))
@@ -134,8 +135,8 @@ DEMO_SIM_DAYS = 45
 
 
 def _simulate_and_report(console: Console, url: str, first: date, last: date, seed: int) -> None:
-    from lifecycle.report import write_report
-    from lifecycle.simulate import simulate
+    from lifecycle.insight.report import write_report
+    from lifecycle.insight.simulate import simulate
 
     console.print(
         f"[bold]simulate[/] AS IS (blast) vs TO BE (lifecycle): {DEMO_SIM_CUSTOMERS} customers, "

@@ -1,9 +1,9 @@
-"""Loggers that cannot leak a phone number or an email address.
+"""Loggers that cannot leak a phone number or an email address, and the masks they use.
 
 Every logger of the package comes from ``get_logger``: a filter rewrites each record's message,
-once formatted, with phones and emails masked as the preview masks them (``+380*******67``,
-``o***@gmail.com``), whatever the code logged (an exception text from a provider, a row). The
-SDKs' own loggers get the same filter (``mask_library_loggers``).
+once formatted, with phones and emails masked (``mask_phone``: ``+380*******67``, ``mask_email``:
+``o***@gmail.com``, the same masks the preview shows), whatever the code logged (an exception
+text from a provider, a row). The SDKs' own loggers get the same filter (``mask_library_loggers``).
 """
 
 from __future__ import annotations
@@ -11,14 +11,36 @@ from __future__ import annotations
 import logging
 import re
 
-from lifecycle.preview import mask_email, mask_phone
-
 # A phone: an optional +, then 9-15 digits, maybe split by single spaces or dashes (E.164 and
 # how people write numbers); an email: the usual local@domain.tld.
 _PHONE = re.compile(r"(?<![\w+])\+?\d(?:[ -]?\d){8,14}(?!\w)")
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 LIBRARY_LOGGERS = ("twilio", "twilio.http_client", "twilio.async_http_client",
                    "python_http_client", "sendgrid", "lifecycle.twilio_sdk")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """+380671234567 -> +380*******67: enough to tell numbers apart, not to dial one."""
+    if not phone:
+        return phone
+    keep_head = 4 if phone.startswith("+") else 3
+    if len(phone) <= keep_head + 2:
+        return "*" * len(phone)
+    return phone[:keep_head] + "*" * (len(phone) - keep_head - 2) + phone[-2:]
+
+
+def mask_email(email: str | None) -> str | None:
+    """olena.koval@gmail.com -> o***@gmail.com."""
+    if not email:
+        return email
+    local, at, domain = email.partition("@")
+    if not at:
+        return "*" * len(email)
+    return (local[:1] or "*") + "***@" + domain
+
+
+def mask_contact(channel: str, address: str | None) -> str | None:
+    return mask_phone(address) if channel == "sms" else mask_email(address)
 
 
 def mask_text(text: str) -> str:

@@ -13,11 +13,11 @@ from typing import Any
 
 import psycopg
 
-from lifecycle import dispatch as dispatch_mod
+from lifecycle.delivery import dispatch as dispatch_mod
 from lifecycle.logs import get_logger
 from lifecycle.pipeline import _run, send_due, validate_rules
-from lifecycle.planning import plan_day
-from lifecycle.rules import Rules
+from lifecycle.planning.outbox import plan_day
+from lifecycle.rules.compiled import Rules
 from lifecycle.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -61,7 +61,7 @@ def plan_or_preview(url: str, plan_date: date, *, phases: list[str] | None = Non
     if phases:
         rules = only_phases(rules, phases)
     if dry_run:
-        from lifecycle.preview import preview
+        from lifecycle.planning.preview import preview
 
         result = preview(url, rules, plan_date, settings, samples=0)
         return {"dry_run": True, "planned": result.planned, "skipped": result.skipped,
@@ -148,7 +148,7 @@ def failure_message(url: str | None, *, dag_id: str, task_id: str, plan_date: da
 
 def reconcile_now(url: str, settings: Settings | None = None) -> dict[str, Any]:
     """Reconcile as of now; log what is still open; return counts (XComs carry no audiences)."""
-    from lifecycle.reconcile import reconcile
+    from lifecycle.delivery.reconcile import reconcile
 
     report = reconcile(url, now=datetime.now(UTC), settings=settings or get_settings())
     counts = {

@@ -9,14 +9,16 @@ from typing import Any, Literal
 
 import psycopg
 
-from lifecycle import dispatch as dispatch_mod
-from lifecycle.dbt_vars import VAR_NAME as PHASES_VAR
-from lifecycle.dbt_vars import phase_vars
-from lifecycle.planning import PlanReport, plan_day
-from lifecycle.rules import Rules, load_rules
+from lifecycle.delivery import dispatch as dispatch_mod
+from lifecycle.delivery.transports import get_transport
+from lifecycle.planning.outbox import plan_day
+from lifecycle.planning.plan import PlanReport
+from lifecycle.rules.compiled import Rules
+from lifecycle.rules.loading import load_rules
 from lifecycle.settings import Settings, get_settings
-from lifecycle.transports import get_transport
-from lifecycle.warehouse import migrate
+from lifecycle.transform.dbt_vars import VAR_NAME as PHASES_VAR
+from lifecycle.transform.dbt_vars import phase_vars
+from lifecycle.warehouse.migrations import migrate
 
 Clock = Literal["wall", "logical"]
 
@@ -96,7 +98,7 @@ def run_day(
     build: bool = True,
 ) -> DayResult:
     """Validate rules, build dbt as of the date, plan, dispatch: what the daily DAG does."""
-    from lifecycle import dbt
+    from lifecycle.transform import dbt
 
     settings = settings or get_settings()
     rules = validate_rules(settings)

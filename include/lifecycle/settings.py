@@ -85,9 +85,9 @@ class Settings(BaseSettings):
     sendgrid_concurrency: int = Field(
         default=8, description="Mail send requests in flight per dispatcher"
     )
-    # Provider webhooks (lifecycle.webhooks): SendGrid's signed event webhook verification key
-    # (base64 DER as the SendGrid console shows it, or PEM); Twilio requests are verified with
-    # twilio_auth_token.
+    # Provider webhooks (lifecycle.delivery.webhooks): SendGrid's signed event webhook
+    # verification key (base64 DER as the SendGrid console shows it, or PEM); Twilio requests
+    # are verified with twilio_auth_token.
     sendgrid_webhook_public_key: str | None = None
     webhook_public_url: str | None = Field(
         default=None,
@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     sendgrid_pool: str = Field(
         default="lifecycle_sendgrid", description="Airflow pool of email tasks"
     )
-    # What a message costs (lifecycle.report, lifecycle.simulate), in the club's currency.
+    # What a message costs (lifecycle.insight.report, lifecycle.insight.simulate), in the club's
+    # currency.
     sms_cost: float = Field(default=0.20, ge=0, description="Cost of one SMS segment")
     email_cost: float = Field(
         default=0.02,

@@ -71,7 +71,7 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
         )
     assert "dbt.metrics_retention_monthly_model_build" in dbt_tasks
     # dbt runs in the task's process: every dbt task first makes its behaviour flags cheap
-    from lifecycle.dbt import before_dbt_task
+    from lifecycle.transform.dbt import before_dbt_task
 
     assert {dag.get_task(t)._pre_execute_hook for t in dbt_tasks} == {before_dbt_task}
 

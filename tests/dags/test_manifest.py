@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from lifecycle.dbt import ensure_manifest, fresh_manifest, manifest_path, write_manifest
 from lifecycle.settings import Settings
+from lifecycle.transform.dbt import ensure_manifest, fresh_manifest, manifest_path, write_manifest
 
 pytestmark = pytest.mark.slow
 

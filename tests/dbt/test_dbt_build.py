@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from lifecycle.dbt import DbtError, build, run_dbt
-from lifecycle.generator import generate
+from lifecycle.data.generator import generate
 from lifecycle.settings import Settings
+from lifecycle.transform.dbt import DbtError, build, run_dbt
 
 pytestmark = pytest.mark.slow
 

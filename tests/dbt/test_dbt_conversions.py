@@ -9,11 +9,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lifecycle.dbt import run_dbt
-from lifecycle.dbt_vars import phase_vars
-from lifecycle.generator import generate
-from lifecycle.rules import load_rules
+from lifecycle.data.generator import generate
+from lifecycle.rules.loading import load_rules
 from lifecycle.settings import get_settings
+from lifecycle.transform.dbt import run_dbt
+from lifecycle.transform.dbt_vars import phase_vars
 
 pytestmark = pytest.mark.slow
 

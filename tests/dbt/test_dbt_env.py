@@ -1,4 +1,5 @@
-"""How lifecycle.dbt turns a warehouse URL and settings into dbt's environment and arguments."""
+"""How lifecycle.transform.dbt turns a warehouse URL and settings into dbt's environment and
+arguments."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import date
 
 import pytest
 
-from lifecycle.dbt import _with_vars, dbt_env, dbt_executable
 from lifecycle.settings import Settings
+from lifecycle.transform.dbt import _with_vars, dbt_env, dbt_executable
 
 
 def test_dbt_env_parses_the_url_into_profile_variables() -> None:

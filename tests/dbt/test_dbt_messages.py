@@ -8,9 +8,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from lifecycle.dbt import DbtError, build, run_dbt
-from lifecycle.dispatch import skip_suppressed
-from lifecycle.webhooks.events import Event, write_events
+from lifecycle.delivery.dispatch import skip_suppressed
+from lifecycle.delivery.webhooks.events import Event, write_events
+from lifecycle.transform.dbt import DbtError, build, run_dbt
 
 pytestmark = pytest.mark.slow
 

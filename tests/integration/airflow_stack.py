@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 
 from lifecycle.airflow_env import airflow_env
-from lifecycle.dbt import ensure_manifest
 from lifecycle.settings import Settings
+from lifecycle.transform.dbt import ensure_manifest
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from airflow_stack import AirflowStack
 
-from lifecycle.generator import generate
+from lifecycle.data.generator import generate
+from lifecycle.delivery.standin import StandinServer
 from lifecycle.settings import Settings
-from lifecycle.standin import StandinServer
 
 pytestmark = pytest.mark.slow
 

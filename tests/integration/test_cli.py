@@ -38,7 +38,7 @@ def test_embedded_warehouse_lifecycle(tmp_path):
 def test_load_rejects_a_bad_file_naming_where(fresh_db, tmp_path):
     from datetime import date
 
-    from lifecycle.generator import generate
+    from lifecycle.data.generator import generate
 
     generate(50, date(2025, 1, 1), date(2025, 6, 30), 3, out_dir=tmp_path)
     visits = tmp_path / "visits.csv"

@@ -16,8 +16,8 @@ from psycopg import sql
 
 from lifecycle.airflow_env import airflow_env
 from lifecycle.cli import main as cli
-from lifecycle.generator import generate
-from lifecycle.rules import load_rules
+from lifecycle.data.generator import generate
+from lifecycle.rules.loading import load_rules
 from lifecycle.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -16,10 +16,10 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
-from lifecycle.dispatch import dispatch
+from lifecycle.delivery.dispatch import dispatch
+from lifecycle.delivery.standin import StandinServer
+from lifecycle.delivery.transports import get_transport
 from lifecycle.settings import Settings
-from lifecycle.standin import StandinServer
-from lifecycle.transports import get_transport
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,9 @@ CHILD = textwrap.dedent(
     """
     import sys
     from datetime import datetime
-    from lifecycle.dispatch import dispatch
+    from lifecycle.delivery.dispatch import dispatch
     from lifecycle.settings import Settings
-    from lifecycle.transports import get_transport
+    from lifecycle.delivery.transports import get_transport
     url, standin, now = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3])
     s = Settings(transport="standin", standin_url=standin, dispatch_batch_size={batch},
                  dispatch_email_batch_size={batch},
@@ -130,7 +130,7 @@ def test_two_dispatchers_draining_one_outbox_never_overlap(fresh_db):
 
 
 def test_a_lapsed_claim_is_planned_again_unless_it_was_handed_over(fresh_db):
-    from lifecycle.dispatch import claim, expire_and_recover, mark_sending
+    from lifecycle.delivery.dispatch import claim, expire_and_recover, mark_sending
 
     _plan_rows(fresh_db, 6)
     lease = timedelta(seconds=LEASE)

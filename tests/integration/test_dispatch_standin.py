@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
-from lifecycle.dispatch import dispatch
+from lifecycle.delivery.dispatch import dispatch
+from lifecycle.delivery.standin import StandinServer
+from lifecycle.delivery.transports import get_transport
 from lifecycle.settings import Settings
-from lifecycle.standin import StandinServer
-from lifecycle.transports import get_transport
 
 D = date(2026, 6, 1)
 T0 = datetime(2026, 6, 1, 10, tzinfo=UTC)

@@ -23,12 +23,12 @@ import pytest
 from psycopg import sql
 
 from lifecycle.airflow_env import airflow_env
-from lifecycle.dbt import build
-from lifecycle.dbt_vars import render_condition
-from lifecycle.generator import generate
-from lifecycle.planning import select_candidates
-from lifecycle.rules import load_rules, parse_rules
+from lifecycle.data.generator import generate
+from lifecycle.planning.audience import select_candidates
+from lifecycle.rules.loading import load_rules, parse_rules
 from lifecycle.settings import Settings
+from lifecycle.transform.dbt import build
+from lifecycle.transform.dbt_vars import render_condition
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifecycle.contract import CONTRACT
-from lifecycle.generator import generate
-from lifecycle.loader import LoadError, _check_decimal, _check_timestamp, load_dir
+from lifecycle.data.contract import CONTRACT
+from lifecycle.data.generator import generate
+from lifecycle.data.loader import LoadError, _check_decimal, _check_timestamp, load_dir
 
 Rows = list[list[str]]
 

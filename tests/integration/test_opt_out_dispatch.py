@@ -17,13 +17,13 @@ from test_plan_dispatch import RULES, SETTINGS, D, customer_ids, facts_row, load
 from webhook_client import SendGridKey, sendgrid_body, serving, table, twilio_signature
 from webhook_client import webhook_settings as receiver_settings
 
-from lifecycle.dispatch import dispatch
+from lifecycle.delivery.dispatch import dispatch
+from lifecycle.delivery.reconcile import reconcile
+from lifecycle.delivery.standin import StandinServer
+from lifecycle.delivery.transports import get_transport
 from lifecycle.pipeline import logical_now
-from lifecycle.planning import plan_day
-from lifecycle.reconcile import reconcile
+from lifecycle.planning.outbox import plan_day
 from lifecycle.settings import Settings
-from lifecycle.standin import StandinServer
-from lifecycle.transports import get_transport
 
 PHONES = ["+380671230001", "+380671230002", "+380671230003"]
 
@@ -72,7 +72,7 @@ def test_stop_between_planning_and_dispatch_prevents_the_send(planned):
 
 def test_claim_skips_every_suppression_reason_not_only_opt_outs(planned):
     url, (a, b, c) = planned
-    from lifecycle.dispatch import claim
+    from lifecycle.delivery.dispatch import claim
 
     with psycopg.connect(url) as conn:
         conn.execute("insert into ops.suppressions values (%s, 'sms', 'manual', 'manual:test')",

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from test_plan_dispatch import RULES, SETTINGS, D, facts_row, load_facts
 
-from lifecycle.planning import plan_day
-from lifecycle.warehouse import migrate
+from lifecycle.planning.outbox import plan_day
+from lifecycle.warehouse.migrations import migrate
 
 # Regular visitor, not in activation (visited), no add-on or cross-sell bought.
 REGULAR = dict(visits_since_purchase=20, visits_last_30d=4, visits_last_90d=12, visits_total=40)

@@ -7,18 +7,15 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 
-from lifecycle.dispatch import dispatch
-from lifecycle.facts import FACT_COLUMNS
+from lifecycle.delivery.dispatch import dispatch
+from lifecycle.delivery.transports.sandbox import SandboxTransport
 from lifecycle.pipeline import logical_now, outbox_rows
-from lifecycle.planning import (
-    PlanningError,
-    VolumeGuardTripped,
-    allow_volume,
-    plan_day,
-)
-from lifecycle.rules import assign_variant, in_control_group, load_rules, parse_rules
+from lifecycle.planning.outbox import allow_volume, plan_day
+from lifecycle.planning.plan import PlanningError, VolumeGuardTripped
+from lifecycle.rules.assignment import assign_variant, in_control_group
+from lifecycle.rules.loading import load_rules, parse_rules
 from lifecycle.settings import Settings
-from lifecycle.transports.sandbox import SandboxTransport
+from lifecycle.warehouse.facts import FACT_COLUMNS
 
 D = date(2026, 6, 15)
 SQL_TYPES = {

@@ -20,8 +20,10 @@ from test_plan_dispatch import (
 )
 
 from lifecycle.cli import main as cli
-from lifecycle.planning import PlanningError, plan_day
-from lifecycle.preview import diff, mask_email, mask_phone, preview
+from lifecycle.logs import mask_email, mask_phone
+from lifecycle.planning.outbox import plan_day
+from lifecycle.planning.plan import PlanningError
+from lifecycle.planning.preview import diff, preview
 
 PHONES = [f"+38067{i:07d}" for i in range(40)]
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from airflow_stack import AirflowStack, broker_reachable
 
-from lifecycle.standin import StandinServer
+from lifecycle.delivery.standin import StandinServer
 
 pytestmark = pytest.mark.slow
 

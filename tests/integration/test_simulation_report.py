@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lifecycle.report import SECTIONS, write_report
+from lifecycle.insight.report import SECTIONS, write_report
+from lifecycle.insight.simulate import blast_days, simulate
 from lifecycle.settings import Settings
-from lifecycle.simulate import blast_days, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def simulated(server_url: str, tmp_path_factory: pytest.TempPathFactory):
     """One simulation (2,000 customers, 60 days, seed 7) stored in a fresh database."""
     import uuid
 
-    from lifecycle.warehouse import migrate
+    from lifecycle.warehouse.migrations import migrate
 
     name = "t_sim_" + uuid.uuid4().hex[:8]
     base = server_url.rsplit("/", 1)[0]

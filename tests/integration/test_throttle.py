@@ -10,11 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
-from lifecycle.dispatch import dispatch, throttles_for
+from lifecycle.delivery.dispatch import dispatch, throttles_for
+from lifecycle.delivery.standin import StandinServer
+from lifecycle.delivery.throttle import WarehouseTokenBucket
+from lifecycle.delivery.transports import get_transport
 from lifecycle.settings import Settings
-from lifecycle.standin import StandinServer
-from lifecycle.throttle import WarehouseTokenBucket
-from lifecycle.transports import get_transport
 
 pytestmark = pytest.mark.slow
 T0 = datetime(2026, 6, 1, 10, tzinfo=UTC)
@@ -114,7 +114,7 @@ def test_sendgrid_rate_limit_headers_keep_us_inside_its_period(fresh_db):
 def test_a_sendgrid_429_holds_until_the_period_resets():
     from python_http_client.exceptions import TooManyRequestsError
 
-    from lifecycle.transports.sendgrid import _retry_after
+    from lifecycle.delivery.transports.sendgrid import _retry_after
 
     class Err(TooManyRequestsError):
         def __init__(self, headers):

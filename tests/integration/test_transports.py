@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from lifecycle.standin import StandinServer
-from lifecycle.transports.base import OutboundMessage, SendOutcome
-from lifecycle.transports.sendgrid import SendGridTransport
-from lifecycle.transports.twilio import TwilioTransport
+from lifecycle.delivery.standin import StandinServer
+from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome
+from lifecycle.delivery.transports.sendgrid import SendGridTransport
+from lifecycle.delivery.transports.twilio import TwilioTransport
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from webhook_client import SendGridKey, table, twilio_signature, webhook_settings
 
-from lifecycle.webhooks import standalone_app
+from lifecycle.delivery.webhooks import standalone_app
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

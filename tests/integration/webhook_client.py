@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from lifecycle.delivery.webhooks import standalone_app
 from lifecycle.settings import Settings
-from lifecycle.webhooks import standalone_app
 
 TWILIO_TOKEN = "test-auth-token-0123456789abcdef"
 

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lifecycle.contract import CONTRACT, FILES, ColumnType, contract_markdown, file_spec
-from lifecycle.loader import value_check
+from lifecycle.data.contract import CONTRACT, FILES, ColumnType, contract_markdown, file_spec
+from lifecycle.data.loader import value_check
 
 
 def schema_tables() -> dict[str, dict[str, str]]:
     """raw.<table> -> {column: the rest of its definition}, read from schema.sql."""
-    text = resources.files("lifecycle").joinpath("sql/schema.sql").read_text()
+    text = resources.files("lifecycle.warehouse").joinpath("sql/schema.sql").read_text()
     tables = {}
     for name, body in re.findall(r"create table if not exists (raw\.\w+) \((.*?)\n\);", text,
                                  re.S):

@@ -1,4 +1,4 @@
-"""lifecycle.dbt.cheap_behavior_flag_source: dbt's answer, without walking the stack."""
+"""lifecycle.transform.dbt.cheap_behavior_flag_source: dbt's answer, without walking the stack."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import inspect
 import pytest
 from dbt_common import behavior_flags
 
-from lifecycle.dbt import before_dbt_task, cheap_behavior_flag_source
+from lifecycle.transform.dbt import before_dbt_task, cheap_behavior_flag_source
 
 FLAG = {"name": "some_flag", "default": False, "description": "a flag for the test"}
 # dbt's own, taken when pytest imports this module: before any test of the session has run

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import yaml
 
-from lifecycle.dbt import _with_vars
-from lifecycle.dbt_vars import (
+from lifecycle.pipeline import rules_for_dbt
+from lifecycle.rules.loading import load_rules, parse_rules
+from lifecycle.settings import Settings
+from lifecycle.transform.dbt import _with_vars
+from lifecycle.transform.dbt_vars import (
     VAR_NAME,
     phase_config,
     phase_vars,
     render_condition,
     rewrite_dbt_project,
 )
-from lifecycle.pipeline import rules_for_dbt
-from lifecycle.rules import load_rules, parse_rules
-from lifecycle.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[2]
 RULES = PROJECT / "include" / "rules" / "phases.yml"
@@ -67,7 +67,7 @@ def test_checked_in_default_equals_the_rules_file():
     generated = phase_vars(load_rules(RULES))[VAR_NAME]
     assert json.loads(checked_in) == json.loads(generated), (
         "dbt_project/dbt_project.yml's lifecycle_phases is stale: include/rules/phases.yml "
-        "changed. Regenerate it with `.venv/bin/python -m lifecycle.dbt_vars` and commit "
+        "changed. Regenerate it with `.venv/bin/python -m lifecycle.transform.dbt_vars` and commit "
         "dbt_project/dbt_project.yml with the rules change."
     )
 

@@ -17,10 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lifecycle.contract import FILES
-from lifecycle.generator import FILE_ORDER, _add_months, _Calendar, csv_block, generate
-from lifecycle.loader import load_dir
-from lifecycle.warehouse import migrate
+from lifecycle.data.club import _add_months, _Calendar
+from lifecycle.data.contract import FILES
+from lifecycle.data.csv_bytes import csv_block
+from lifecycle.data.generator import FILE_ORDER, generate
+from lifecycle.data.loader import load_dir
+from lifecycle.warehouse.migrations import migrate
 
 START, END = date(2025, 1, 1), date(2026, 6, 30)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from lifecycle.contract import contract_markdown
-from lifecycle.facts import FACT_COLUMNS
+from lifecycle.data.contract import contract_markdown
+from lifecycle.warehouse.facts import FACT_COLUMNS
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -6,20 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.rules import (
-    SAMPLE_FIRST_NAME,
-    CompiledVariant,
-    RulesInvalid,
-    Templates,
-    assign_variant,
-    compile_condition,
-    in_control_group,
-    load_rules,
-    parse_rules,
-    render,
-    rules_json_schema,
-    sample_context,
-)
+from lifecycle.rules.assignment import assign_variant, in_control_group
+from lifecycle.rules.compiled import CompiledVariant
+from lifecycle.rules.conditions import compile_condition
+from lifecycle.rules.errors import RulesInvalid
+from lifecycle.rules.loading import load_rules, parse_rules
+from lifecycle.rules.models import Templates
+from lifecycle.rules.schema import rules_json_schema
+from lifecycle.rules.templates import SAMPLE_FIRST_NAME, render, sample_context
 
 RULES = Path(__file__).resolve().parents[2] / "include" / "rules" / "phases.yml"
 SCHEMA = RULES.with_name("phases.schema.json")
@@ -289,7 +283,7 @@ def test_variants_are_checked():
 
 def test_variant_assignment_is_stable_and_follows_the_weights():
     t = Templates(sms="x")
-    from lifecycle.rules import Offer
+    from lifecycle.rules.models import Offer
 
     offer = Offer(code="o", title="t")
     variants = [CompiledVariant("A", 1, offer, t), CompiledVariant("B", 3, offer, t)]

@@ -13,8 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifecycle.facts import FACT_COLUMNS
-from lifecycle.rules import Rules, RulesInvalid, parse_rules
+from lifecycle.rules.compiled import Rules
+from lifecycle.rules.errors import RulesInvalid
+from lifecycle.rules.loading import parse_rules
+from lifecycle.warehouse.facts import FACT_COLUMNS
 
 RULES = Path(__file__).resolve().parents[2] / "include" / "rules" / "phases.yml"
 TEXT = RULES.read_text()

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from lifecycle.sms import GSM7_BASIC, GSM7_EXTENSION, analyze, encoding_of, max_length, segments
+from lifecycle.rules.sms import (
+    GSM7_BASIC,
+    GSM7_EXTENSION,
+    analyze,
+    encoding_of,
+    max_length,
+    segments,
+)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from lifecycle.throttle import StartGate
+from lifecycle.delivery.throttle import StartGate
 
 
 class FakeClock:

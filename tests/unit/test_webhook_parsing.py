@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lifecycle.webhooks import sendgrid, twilio
-from lifecycle.webhooks.events import MalformedBody, clip, parse_outbox_id
+from lifecycle.delivery.webhooks import sendgrid, twilio
+from lifecycle.delivery.webhooks.events import MalformedBody, clip, parse_outbox_id
 
 
 @pytest.mark.parametrize(("text", "action"), [

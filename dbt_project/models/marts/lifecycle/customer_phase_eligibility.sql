@@ -1,6 +1,6 @@
 {#-
     The phase steps each customer is eligible for on D, by the rules file's own conditions:
-    var lifecycle_phases is generated from the validated rules (lifecycle.dbt_vars, DESIGN.md
+    var lifecycle_phases is generated from the validated rules (lifecycle.transform.dbt_vars, DESIGN.md
     #1), each step's condition our compiler's SQL over customer_facts columns. Names and
     numbers are checked here too, so a hand-passed var cannot smuggle text into them.
 -#}
@@ -8,12 +8,12 @@
 {%- set phase_config = fromjson(config_json) if config_json is string else config_json -%}
 {%- if phase_config is none or phase_config is not mapping or 'phases' not in phase_config -%}
     {{ exceptions.raise_compiler_error(
-        "var 'lifecycle_phases' is not the JSON lifecycle.dbt_vars.phase_vars generates; "
-        ~ "regenerate it with `python -m lifecycle.dbt_vars`, got: " ~ (config_json | string)[:200]
+        "var 'lifecycle_phases' is not the JSON lifecycle.transform.dbt_vars.phase_vars generates; "
+        ~ "regenerate it with `python -m lifecycle.transform.dbt_vars`, got: " ~ (config_json | string)[:200]
     ) }}
 {%- endif -%}
 {#- Relations a condition may read besides customer_facts (bought_service), as ref()s: the
-    generator leaves a marker for each (lifecycle.dbt_vars.REF_MARKER). The ref is taken
+    generator leaves a marker for each (lifecycle.transform.dbt_vars.REF_MARKER). The ref is taken
     whether or not the rules use it, so dbt always builds it first. -#}
 {%- set relations = {
     '__lifecycle_ref__customer_service_purchases__': ref('customer_service_purchases'),

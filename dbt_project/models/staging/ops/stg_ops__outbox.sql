@@ -23,7 +23,7 @@ final as (
         provider_id,
         last_error,
         -- dispatch expires a planned row whose customer got suppressed after planning, with the
-        -- skip reason as its last_error (lifecycle.dispatch.skip_suppressed)
+        -- skip reason as its last_error (lifecycle.delivery.dispatch.skip_suppressed)
         case
             when status = 'expired'
                 and last_error in ('opted_out', 'hard_bounce', 'spam_complaint', 'suppressed')

@@ -1,0 +1,43 @@
+"""The default transport: records each message in ``ops.sandbox_messages`` instead of sending."""
+
+from __future__ import annotations
+
+import psycopg
+
+from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, SendResult
+
+
+class SandboxTransport:
+    name = "sandbox"
+
+    def __init__(self, url: str):
+        self._conn = psycopg.connect(url, autocommit=True)
+
+    def send_batch(self, messages: list[OutboundMessage], pacer=None) -> list[SendResult]:
+        """Record each message (the sandbox has no rate: ``pacer`` is not needed)."""
+        if not messages:
+            return []
+        # The outbox id is the primary key: a message is recorded once, however often asked.
+        # One statement over arrays, not one per row: the sandbox keeps up with any dispatcher.
+        self._conn.execute(
+            "insert into ops.sandbox_messages "
+            "(outbox_id, channel, to_address, subject, body, provider_id) "
+            "select * from unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::text[]) on conflict (outbox_id) do nothing",
+            [
+                [m.outbox_id for m in messages],
+                [m.channel for m in messages],
+                [m.to_address for m in messages],
+                [m.subject for m in messages],
+                [m.body for m in messages],
+                [_provider_id(m) for m in messages],
+            ],
+        )
+        return [SendResult(SendOutcome.SENT, _provider_id(m)) for m in messages]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _provider_id(m: OutboundMessage) -> str:
+    return f"sandbox-{m.outbox_id}"

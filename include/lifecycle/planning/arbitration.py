@@ -1,0 +1,231 @@
+"""Deciding: one message per customer per day, by phase priority, within caps and consents.
+
+The control group is held back here; the volume guard compares the day's plan with recent days.
+``compute_plan`` only reads, so the preview can run it in a read-only transaction.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from datetime import date, timedelta
+
+import psycopg
+
+from lifecycle.planning.audience import (
+    check_facts_date,
+    load_history,
+    load_suppressions,
+    lookback_days,
+    select_candidates,
+)
+from lifecycle.planning.plan import (
+    ALREADY_PLANNED_TODAY,
+    ALREADY_SENT,
+    CAPPED,
+    CONTROL_GROUP,
+    LOWER_PRIORITY,
+    NO_CONSENT,
+    NO_CONTACT,
+    RENDER_FAILED,
+    SUPPRESSED,
+    SUPPRESSION_SKIPS,
+    TOO_LONG,
+    Candidate,
+    History,
+    Message,
+    Plan,
+    VolumeCheck,
+)
+from lifecycle.rules import sms
+from lifecycle.rules.assignment import assign_variant, in_control_group
+from lifecycle.rules.compiled import CompiledVariant, Rules
+from lifecycle.rules.models import VolumeGuard
+from lifecycle.rules.templates import RENDER_ERRORS, render, template_context
+from lifecycle.settings import Settings
+
+# --------------------------------------------------------------------------- deciding
+
+
+def _count_within(entries: list[tuple[date, str, str]], plan_date: date, days: int, pred) -> int:
+    # A cap of N per `days` days counts the days before D inside the window; D's message is the
+    # one being decided.
+    start = plan_date - timedelta(days=days)
+    return sum(1 for d, ch, ph in entries if d > start and pred(ch, ph))
+
+
+def _capped(caps, entries, plan_date, pred) -> bool:
+    return any(_count_within(entries, plan_date, cap.days, pred) >= cap.max for cap in caps)
+
+
+def _render_for(
+    c: Candidate, variant: CompiledVariant, channel: str
+) -> tuple[str | None, str, int | None]:
+    """(subject, body, sms segments) of the candidate's message on a channel (may raise)."""
+    ctx = template_context(c.facts, variant.offer.model_dump(), variant.name)
+    if channel == "sms":
+        assert variant.templates.sms is not None  # rules validation requires it
+        body = render(variant.templates.sms, ctx)
+        return None, body, sms.segments(body)
+    email = variant.templates.email
+    assert email is not None
+    return render(email.subject, ctx), render(email.body, ctx), None
+
+
+def _decide_channel(
+    c: Candidate,
+    variant: CompiledVariant,
+    rules: Rules,
+    plan_date: date,
+    entries: list[tuple[date, str, str]],
+    suppressions: dict[tuple, str],
+) -> Message | str:
+    """The first usable channel in the phase's preference as a Message, else a skip reason.
+
+    The reason is the one of the first channel with a valid contact (what stopped the channel
+    the customer could have been reached on), or no_contact when there is none.
+    """
+    facts = c.facts
+    first_reason: str | None = None
+    channel_caps = rules.policy.channel_caps
+    for ch in c.phase.phase.channels:
+        valid = bool(facts.get("phone_valid" if ch == "sms" else "email_valid"))
+        reason: str
+        if not facts.get(f"{ch}_contactable"):
+            reason = NO_CONSENT if valid else NO_CONTACT
+        elif (c.customer_id, ch) in suppressions:
+            reason = SUPPRESSION_SKIPS.get(suppressions[(c.customer_id, ch)], SUPPRESSED)
+        elif _capped(
+            getattr(channel_caps, ch), entries, plan_date, lambda sent_ch, _, ch=ch: sent_ch == ch
+        ):
+            reason = CAPPED
+        else:
+            try:
+                subject, body, segments = _render_for(c, variant, ch)
+            except RENDER_ERRORS:
+                reason = RENDER_FAILED
+            else:
+                if segments is not None and segments > c.phase.phase.max_sms_segments:
+                    reason = TOO_LONG
+                else:
+                    to = facts["phone"] if ch == "sms" else facts["email"]
+                    return Message(c, ch, variant.name, to, subject, body, segments)
+        if valid and first_reason is None:
+            first_reason = reason
+    return first_reason or NO_CONTACT
+
+
+def arbitrate(
+    candidates: list[Candidate],
+    rules: Rules,
+    plan_date: date,
+    history: History,
+    suppressions: dict[tuple, str] | None = None,
+) -> tuple[list[Message], list[tuple[Candidate, str]]]:
+    """Decide per customer: ([messages to send], [(candidate, skip reason)])."""
+    suppressions = suppressions or {}
+    policy = rules.policy
+    cg = policy.control_group
+    by_customer: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        by_customer[c.customer_id].append(c)
+    chosen: list[Message] = []
+    skips: list[tuple[Candidate, str]] = []
+    for customer_id, cands in by_customer.items():
+        cands.sort(key=lambda c: (c.phase.phase.priority, c.step.number))
+        if in_control_group(customer_id, cg.percent, cg.salt):
+            skips.extend((c, CONTROL_GROUP) for c in cands)
+            continue
+        if customer_id in history.today:
+            today = history.today[customer_id]
+            skips.extend((c, ALREADY_PLANNED_TODAY) for c in cands if c.message_key != today)
+            continue
+        entries = history.sent.get(customer_id, [])
+        capped = _capped(policy.frequency_caps, entries, plan_date, lambda ch, ph: True)
+        decided = False
+        for c in cands:
+            if decided:
+                skips.append((c, LOWER_PRIORITY))
+            elif c.message_key in history.keys:
+                skips.append((c, ALREADY_SENT))
+            elif capped or _capped(
+                c.phase.phase.frequency_caps,
+                entries,
+                plan_date,
+                lambda ch, ph, name=c.phase.name: ph == name,
+            ):
+                skips.append((c, CAPPED))
+            else:
+                variant = assign_variant(
+                    customer_id, c.phase.name, c.step.number, c.step.variants, policy.variant_salt
+                )
+                outcome = _decide_channel(c, variant, rules, plan_date, entries, suppressions)
+                if isinstance(outcome, Message):
+                    chosen.append(outcome)
+                    decided = True
+                else:
+                    skips.append((c, outcome))
+    return chosen, skips
+
+
+def check_volume(
+    conn: psycopg.Connection, guard: VolumeGuard, plan_date: date, planned: int
+) -> VolumeCheck:
+    """Compare the day's planned volume with the absolute cap and the trailing median."""
+    since = plan_date - timedelta(days=guard.median_days)
+    rows = conn.execute(
+        """
+        select d, coalesce(o.n, 0) from (
+            select plan_date as d from ops.outbox where plan_date >= %(since)s and plan_date < %(d)s
+            union
+            select plan_date from ops.skips where plan_date >= %(since)s and plan_date < %(d)s
+        ) days
+        left join (
+            select plan_date, count(*) as n from ops.outbox
+            where plan_date >= %(since)s and plan_date < %(d)s group by plan_date
+        ) o on o.plan_date = days.d
+        """,
+        {"since": since, "d": plan_date},
+    ).fetchall()
+    volumes = [n for _, n in rows]
+    median = float(statistics.median(volumes)) if volumes else None
+    ratio_limit = None
+    if (
+        guard.max_ratio_to_median is not None
+        and median is not None
+        and len(volumes) >= guard.min_history_days
+    ):
+        ratio_limit = guard.max_ratio_to_median * median
+    reason = "within limits"
+    tripped = False
+    if guard.max_messages is not None and planned > guard.max_messages:
+        tripped = True
+        reason = (
+            f"{planned} messages planned, more than policy.volume_guard.max_messages "
+            f"({guard.max_messages})"
+        )
+    elif ratio_limit is not None and planned > guard.ratio_floor and planned > ratio_limit:
+        tripped = True
+        reason = (
+            f"{planned} messages planned, more than {guard.max_ratio_to_median:g} x the median "
+            f"of the previous {guard.median_days} days ({median:g} a day, {len(volumes)} days "
+            "planned)"
+        )
+    return VolumeCheck(
+        planned, guard.max_messages, median, len(volumes), ratio_limit, tripped, reason
+    )
+
+
+def compute_plan(
+    conn: psycopg.Connection, rules: Rules, plan_date: date, settings: Settings
+) -> Plan:
+    """Decide the day without writing anything (the preview runs this read-only)."""
+    as_of = check_facts_date(conn, plan_date, settings)
+    candidates = select_candidates(conn, rules, plan_date, settings)
+    ids = sorted({c.customer_id for c in candidates})
+    history = load_history(conn, ids, plan_date, lookback_days(rules))
+    suppressions = load_suppressions(conn, ids)
+    messages, skips = arbitrate(candidates, rules, plan_date, history, suppressions)
+    volume = check_volume(conn, rules.policy.volume_guard, plan_date, len(messages))
+    already = [c for c in candidates if history.today.get(c.customer_id) == c.message_key]
+    return Plan(plan_date, as_of, candidates, messages, skips, volume, already)

@@ -1,0 +1,122 @@
+"""Who is eligible on date D: each phase step's audience from ``customer_facts`` as of D, with
+the outbox history and the suppression list the arbitration needs.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from lifecycle.planning.plan import LIVE_STATUSES, Candidate, History, PlanningError
+from lifecycle.rules.compiled import Rules
+from lifecycle.settings import Settings
+from lifecycle.warehouse.facts import FACTS_RELATION
+
+# --------------------------------------------------------------------------- reading
+
+
+def facts_table(settings: Settings) -> sql.Composable:
+    return sql.Identifier(settings.dbt_schema, FACTS_RELATION)
+
+
+def facts_built_for(conn: psycopg.Connection, settings: Settings) -> tuple[date | None, int]:
+    """(as_of_date customer_facts is built for, rows); raise PlanningError if it is not built."""
+    exists = conn.execute(
+        "select to_regclass(%s)", (f'"{settings.dbt_schema}"."{FACTS_RELATION}"',)
+    ).fetchone()[0]
+    if exists is None:
+        raise PlanningError(
+            f"{settings.dbt_schema}.{FACTS_RELATION} does not exist: build dbt first "
+            "(`lifecycle run --date D` does it)"
+        )
+    low, high, rows = conn.execute(
+        sql.SQL("select min(as_of_date), max(as_of_date), count(*) from {}").format(
+            facts_table(settings)
+        )
+    ).fetchone()
+    if rows and low != high:
+        raise PlanningError(
+            f"{settings.dbt_schema}.{FACTS_RELATION} mixes as_of dates {low}..{high}: rebuild it"
+        )
+    return low, rows
+
+
+def check_facts_date(conn: psycopg.Connection, plan_date: date, settings: Settings) -> date | None:
+    """Refuse facts built for another day; return the day they are built for (None: empty)."""
+    as_of, rows = facts_built_for(conn, settings)
+    if rows and as_of != plan_date:
+        raise PlanningError(
+            f"{settings.dbt_schema}.{FACTS_RELATION} is built as of {as_of}, not {plan_date}: "
+            f"build dbt for {plan_date} first (`lifecycle run --date {plan_date}` does both)"
+        )
+    return as_of
+
+
+def select_candidates(
+    conn: psycopg.Connection, rules: Rules, plan_date: date, settings: Settings
+) -> list[Candidate]:
+    """Every (customer, phase, step) the rules select from customer_facts as of ``plan_date``."""
+    as_of = check_facts_date(conn, plan_date, settings)
+    if as_of is None:
+        return []
+    table = facts_table(settings)
+    out: list[Candidate] = []
+    for phase in rules.phases:
+        for step in phase.steps:
+            query = sql.SQL("select * from {} where {} order by customer_id").format(
+                table, step.condition.sql
+            )
+            cur = conn.cursor(row_factory=dict_row)
+            for row in cur.execute(query, step.condition.params):
+                out.append(Candidate(phase, step, row))
+    return out
+
+
+def lookback_days(rules: Rules) -> int:
+    """The longest rolling cap of the rules, in days."""
+    policy = rules.policy
+    caps = list(policy.frequency_caps) + policy.channel_caps.sms + policy.channel_caps.email
+    for p in rules.phases:
+        caps += p.phase.frequency_caps
+    return max((cap.days for cap in caps), default=1)
+
+
+def load_history(
+    conn: psycopg.Connection, customer_ids: list[str], plan_date: date, days: int
+) -> History:
+    """Live message keys of these customers, their messages in the lookback, and D's rows."""
+    history = History()
+    rows = conn.execute(
+        """
+        select customer_id, message_key, plan_date, status, channel, phase
+        from ops.outbox
+        where customer_id = any(%s)
+        """,
+        (customer_ids,),
+    )
+    since = plan_date - timedelta(days=days)
+    for customer_id, key, day, status, channel, phase in rows:
+        if day == plan_date:
+            history.today[customer_id] = key
+            continue
+        if status in LIVE_STATUSES:
+            history.keys.add(key)
+            if since <= day < plan_date:
+                history.sent.setdefault(customer_id, []).append((day, channel, phase))
+    return history
+
+
+def load_suppressions(conn: psycopg.Connection, customer_ids: list[str]) -> dict[tuple, str]:
+    """(customer_id, channel) -> suppression reason, for these customers.
+
+    Every suppression applies, whatever day is planned: an opt-out received today must stop a
+    replayed past day too (sending to someone who opted out is the one thing never allowed).
+    """
+    rows = conn.execute(
+        "select customer_id, channel, reason from ops.suppressions where customer_id = any(%s)",
+        (customer_ids,),
+    )
+    return {(c, ch): reason for c, ch, reason in rows}

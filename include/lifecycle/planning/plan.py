@@ -1,0 +1,204 @@
+"""What planning decides, before anything is written: candidates, messages, skips, the report.
+
+Also the skip reasons and the message key: a deterministic hash of (customer, phase, step,
+membership cycle), unique in the outbox, so a step can never be planned twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from lifecycle.rules.compiled import CompiledPhase, CompiledStep
+
+
+class PlanningError(RuntimeError):
+    pass
+
+
+PHASES_IN_ORDER = ("activation", "stimulation", "cross_sell", "retention", "return")
+
+# Skip reasons (README "Skip reasons").
+CONTROL_GROUP = "control_group"
+ALREADY_SENT = "already_sent"
+ALREADY_PLANNED_TODAY = "already_planned_today"
+NO_CONTACT = "no_contact"
+NO_CONSENT = "no_consent"
+OPTED_OUT = "opted_out"
+HARD_BOUNCE = "hard_bounce"
+SPAM_COMPLAINT = "spam_complaint"
+SUPPRESSED = "suppressed"
+CAPPED = "capped"
+TOO_LONG = "too_long"
+RENDER_FAILED = "render_failed"
+LOWER_PRIORITY = "lower_priority"
+VOLUME_GUARD = "volume_guard"
+SKIP_REASONS = (
+    CONTROL_GROUP,
+    ALREADY_SENT,
+    ALREADY_PLANNED_TODAY,
+    CAPPED,
+    NO_CONTACT,
+    NO_CONSENT,
+    OPTED_OUT,
+    HARD_BOUNCE,
+    SPAM_COMPLAINT,
+    SUPPRESSED,
+    TOO_LONG,
+    RENDER_FAILED,
+    LOWER_PRIORITY,
+    VOLUME_GUARD,
+)
+# ops.suppressions.reason -> skip reason
+SUPPRESSION_SKIPS = {
+    "opted_out": OPTED_OUT,
+    "hard_bounce": HARD_BOUNCE,
+    "spam_complaint": SPAM_COMPLAINT,
+    "manual": SUPPRESSED,
+}
+LIVE_STATUSES = ("planned", "claimed", "sent", "unknown")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    phase: CompiledPhase
+    step: CompiledStep
+    facts: dict[str, Any]
+
+    @property
+    def customer_id(self) -> str:
+        return self.facts["customer_id"]
+
+    @property
+    def cycle_key(self) -> str:
+        if self.phase.phase.repeat == "once_per_customer":
+            return "customer"
+        return self.facts.get("membership_id") or "none"
+
+    @property
+    def message_key(self) -> str:
+        return message_key(self.customer_id, self.phase.name, self.step.number, self.cycle_key)
+
+
+def message_key(customer_id: str, phase: str, step: int, cycle_key: str) -> str:
+    """Deterministic key of a phase step for one membership cycle of one customer."""
+    raw = f"{customer_id}|{phase}|{step}|{cycle_key}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decided message: who, which step, channel and variant, and the rendered text."""
+
+    candidate: Candidate
+    channel: str
+    variant: str
+    to_address: str
+    subject: str | None
+    body: str
+    sms_segments: int | None = None
+
+    @property
+    def customer_id(self) -> str:
+        return self.candidate.customer_id
+
+
+@dataclass
+class History:
+    """What earlier days hold for the candidates (from ops.outbox)."""
+
+    # live message keys of any other day (the outbox's unique key holds across all days)
+    keys: set[str] = field(default_factory=set)
+    # customer -> [(plan_date, channel, phase)] of live messages before D in the lookback
+    sent: dict[str, list[tuple[date, str, str]]] = field(default_factory=dict)
+    today: dict[str, str] = field(default_factory=dict)  # customer -> D's message key
+
+
+@dataclass
+class VolumeCheck:
+    planned: int
+    max_messages: int | None
+    median: float | None
+    history_days: int
+    ratio_limit: float | None  # planned may not exceed this (None: ratio check not applied)
+    tripped: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "planned": self.planned,
+            "max_messages": self.max_messages,
+            "median": self.median,
+            "history_days": self.history_days,
+            "ratio_limit": self.ratio_limit,
+            "tripped": self.tripped,
+            "reason": self.reason,
+        }
+
+
+class VolumeGuardTripped(PlanningError):
+    """The day's planned volume exceeds the volume guard: nothing was written to the outbox."""
+
+    def __init__(self, plan_date: date, check: VolumeCheck):
+        self.plan_date = plan_date
+        self.check = check
+        super().__init__(
+            f"volume guard tripped for {plan_date}: {check.reason}. Nothing was put in the "
+            f"outbox; the {check.planned} chosen messages are recorded as skips "
+            f"'{VOLUME_GUARD}'. Check the day's data (a bad load?). If this volume is intended, "
+            f"allow it: `lifecycle volume allow --date {plan_date} --reason '...'` and run the "
+            f"plan again (or `lifecycle run --date {plan_date} --allow-volume`)"
+        )
+
+
+@dataclass
+class PlanReport:
+    plan_date: date
+    eligible: Counter = field(default_factory=Counter)  # (phase, step) -> customers
+    planned: Counter = field(default_factory=Counter)  # (phase, channel) -> messages
+    skipped: Counter = field(default_factory=Counter)  # reason -> rows
+    variants: Counter = field(default_factory=Counter)  # (phase, step, variant) -> messages
+    volume: VolumeCheck | None = None
+    inserted_messages: int = 0
+    inserted_skips: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan_date": self.plan_date.isoformat(),
+            "eligible": {f"{p}:{s}": n for (p, s), n in sorted(self.eligible.items())},
+            "planned": {f"{p}:{c}": n for (p, c), n in sorted(self.planned.items())},
+            "skipped": dict(sorted(self.skipped.items())),
+            "variants": {f"{p}:{s}:{v}": n for (p, s, v), n in sorted(self.variants.items())},
+            "volume": self.volume.as_dict() if self.volume else None,
+            "inserted_messages": self.inserted_messages,
+            "inserted_skips": self.inserted_skips,
+        }
+
+
+@dataclass
+class Plan:
+    """Everything planning decided for a day, before anything is written."""
+
+    plan_date: date
+    facts_as_of: date | None
+    candidates: list[Candidate]
+    messages: list[Message]
+    skips: list[tuple[Candidate, str]]
+    volume: VolumeCheck
+    # Candidates whose message for D is in the outbox already (D planned before): neither a
+    # new message nor a skip.
+    already_planned: list[Candidate] = field(default_factory=list)
+
+    def report(self) -> PlanReport:
+        report = PlanReport(self.plan_date, volume=self.volume)
+        for c in self.candidates:
+            report.eligible[(c.phase.name, c.step.number)] += 1
+        for m in self.messages:
+            report.planned[(m.candidate.phase.name, m.channel)] += 1
+            report.variants[(m.candidate.phase.name, m.candidate.step.number, m.variant)] += 1
+        for _, reason in self.skips:
+            report.skipped[reason] += 1
+        return report

@@ -1,0 +1,61 @@
+"""The validated rules as the planner reads them: enabled phases by priority, compiled steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from lifecycle.rules.conditions import Compiled
+from lifecycle.rules.models import DEFAULT_VARIANT, Offer, Phase, Policy, RulesFile, Templates
+
+# --------------------------------------------------------------------------- compiled rules
+
+
+@dataclass(frozen=True)
+class CompiledVariant:
+    name: str
+    weight: float
+    offer: Offer
+    templates: Templates
+
+
+@dataclass
+class CompiledStep:
+    number: int
+    offer: Offer
+    templates: Templates  # of the first variant when the step has variants
+    condition: Compiled  # audience AND when
+    variants: list[CompiledVariant] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            self.variants = [CompiledVariant(DEFAULT_VARIANT, 1.0, self.offer, self.templates)]
+
+
+@dataclass
+class CompiledPhase:
+    phase: Phase
+    steps: list[CompiledStep]
+
+    @property
+    def name(self) -> str:
+        return self.phase.name
+
+
+@dataclass
+class Rules:
+    source: str
+    model: RulesFile
+    phases: list[CompiledPhase]  # enabled ones, by priority
+    file: str = "<rules>"
+
+    @property
+    def policy(self) -> Policy:
+        return self.model.policy
+
+    def phase(self, name: str) -> CompiledPhase | None:
+        return next((p for p in self.phases if p.name == name), None)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model.model_dump_json().encode()).hexdigest()[:12]

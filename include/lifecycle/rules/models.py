@@ -1,0 +1,273 @@
+"""The rules file's structure as pydantic models: policy, phases, steps, offers, templates.
+
+The models check shapes and types (``extra="forbid"``, strict); what needs the whole document
+(conditions, templates, priorities) is checked in ``lifecycle.rules.checks``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
+
+PHASE_NAMES = ("activation", "stimulation", "cross_sell", "retention", "return")
+CHANNELS = ("sms", "email")
+SUPPRESSION_REASONS = ("opted_out", "hard_bounce", "spam_complaint", "manual")
+DEFAULT_VARIANT = "A"
+
+
+# --------------------------------------------------------------------------- models
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+# Conditions are checked by compile_condition (better errors than a union of models); for
+# editors the JSON Schema describes them with a recursive definition (see rules_json_schema).
+CONDITION_MARK = "x-lifecycle-condition"  # replaced by a $ref in rules_json_schema
+Condition = Annotated[Any, WithJsonSchema({CONDITION_MARK: True})]
+_TIME_SCHEMA = WithJsonSchema({"type": "string", "pattern": r"^\d{1,2}:\d{2}$"})
+
+
+class FrequencyCap(BaseModel):
+    """At most `max` messages in any `days` consecutive days (the planning day included)."""
+
+    model_config = _STRICT
+    days: int = Field(ge=1, le=365, description="Length of the rolling window in days")
+    max: int = Field(ge=0, description="Messages allowed in the window")
+
+
+def _default_caps() -> list[FrequencyCap]:
+    return [FrequencyCap(days=7, max=2), FrequencyCap(days=30, max=4)]
+
+
+class ChannelCaps(BaseModel):
+    """Rolling caps counted per channel (in addition to the overall `frequency_caps`)."""
+
+    model_config = _STRICT
+    sms: list[FrequencyCap] = Field(default_factory=_default_caps)
+    email: list[FrequencyCap] = Field(default_factory=_default_caps)
+
+
+class SendWindow(BaseModel):
+    """Local time of the customer; messages wait until the window opens and never go after."""
+
+    model_config = _STRICT
+    start: Annotated[dt.time, _TIME_SCHEMA] = Field(
+        default=dt.time(10, 0), description="Opens, like '10:00'"
+    )
+    end: Annotated[dt.time, _TIME_SCHEMA] = Field(
+        default=dt.time(20, 0), description="Closes, like '20:00'"
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+            return dt.time(v // 60, v % 60)  # YAML 1.1 reads 10:00 unquoted as sexagesimal 600
+        if isinstance(v, str):
+            m = re.fullmatch(r"(\d{1,2}):(\d{2})", v)
+            if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+                raise ValueError(f"expected a time like '10:00', found '{v}'")
+            return dt.time(int(m.group(1)), int(m.group(2)))
+        return v
+
+
+class ControlGroup(BaseModel):
+    """Customers in the control group receive nothing, so the effect can be measured."""
+
+    model_config = _STRICT
+    percent: float = Field(default=10, ge=0, le=100, description="Share of customers, 0-100")
+    salt: str = Field(
+        default="lifecycle-control-v1",
+        min_length=1,
+        description="Changing it reshuffles who is in the control group",
+    )
+
+
+class VolumeGuard(BaseModel):
+    """Refuse a day whose planned volume looks like a bad data load rather than a plan."""
+
+    model_config = _STRICT
+    max_messages: int | None = Field(
+        default=5000,
+        ge=1,
+        description="Never more messages than this in one day (null = no absolute cap)",
+    )
+    max_ratio_to_median: float | None = Field(
+        default=3.0,
+        gt=1,
+        description="Nor more than this times the median of the previous median_days days "
+        "(null = no ratio check)",
+    )
+    median_days: int = Field(default=7, ge=1, le=90, description="Days the median looks back")
+    min_history_days: int = Field(
+        default=3, ge=1, description="The ratio check needs at least this many planned days"
+    )
+    ratio_floor: int = Field(
+        default=100,
+        ge=0,
+        description="A day of at most this many messages never trips the ratio check",
+    )
+
+
+class Policy(BaseModel):
+    """Rules for all phases together."""
+
+    model_config = _STRICT
+    max_messages_per_day: Literal[1] = Field(
+        default=1, description="Lifecycle messages per customer per day (only 1 is supported)"
+    )
+    frequency_caps: list[FrequencyCap] = Field(
+        default_factory=_default_caps, description="Rolling caps over all channels together"
+    )
+    channel_caps: ChannelCaps = Field(default_factory=ChannelCaps)
+    send_window: SendWindow = Field(default_factory=SendWindow)
+    control_group: ControlGroup = Field(default_factory=ControlGroup)
+    variant_salt: str = Field(
+        default="lifecycle-ab-v1",
+        min_length=1,
+        description="Salt of the A/B variant assignment; changing it reshuffles variants",
+    )
+    volume_guard: VolumeGuard = Field(default_factory=VolumeGuard)
+
+
+class EmailTemplate(BaseModel):
+    model_config = _STRICT
+    subject: str = Field(min_length=1, description="Jinja template of the subject line")
+    body: str = Field(min_length=1, description="Jinja template of the body")
+
+
+class Templates(BaseModel):
+    """One template per channel the phase lists."""
+
+    model_config = _STRICT
+    sms: str | None = Field(default=None, description="Jinja template of the SMS text")
+    email: EmailTemplate | None = None
+
+
+class Offer(BaseModel):
+    """What the message offers; extra fields (price, valid_until...) are usable in templates."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    code: str = Field(
+        min_length=1, pattern=r"^[a-z0-9_]+$", description="Short id: lowercase, digits, _"
+    )
+    title: str = Field(min_length=1, description="Shown to the customer as {{ offer.title }}")
+
+
+class Variant(BaseModel):
+    """An A/B variant of a step: its own texts and optionally its own offer."""
+
+    model_config = _STRICT
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Recorded in the outbox, like A or B"
+    )
+    weight: float = Field(default=1, ge=0, description="Relative share of the step's audience")
+    offer: Offer | None = Field(default=None, description="Overrides the step's offer")
+    templates: Templates
+
+
+class Step(BaseModel):
+    """One message of a phase; a phase with several steps needs `when` on each."""
+
+    model_config = _STRICT
+    when: Condition = Field(
+        default=None, description="Condition added to the phase audience for this step"
+    )
+    offer: Offer
+    templates: Templates | None = Field(
+        default=None, description="The texts (variant A); or give `variants` instead"
+    )
+    variants: list[Variant] | None = Field(
+        default=None,
+        min_length=1,
+        description="A/B variants, assigned by a stable hash of the customer",
+    )
+
+
+# What counts as a phase's conversion, and its default attribution window in days after the
+# step's day (retention: until the membership ends, plus grace_days).
+CONVERSION_EVENTS: dict[str, str] = {
+    "activation": "first_visit",
+    "stimulation": "addon_purchase",
+    "cross_sell": "cross_sell_purchase",
+    "retention": "renewal",
+    "return": "new_membership",
+}
+DEFAULT_CONVERSION_DAYS: dict[str, int | None] = {
+    "activation": 14,
+    "stimulation": 30,
+    "cross_sell": 30,
+    "retention": None,
+    "return": 30,
+}
+
+
+class Conversion(BaseModel):
+    """How a phase's conversion is attributed to its step (the event itself is fixed per phase)."""
+
+    model_config = _STRICT
+    within_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=365,
+        description="Days after the step's day in which the conversion counts (default: "
+        "activation 14, stimulation 30, cross_sell 30, return 30; retention: until the "
+        "membership ends, plus grace_days)",
+    )
+    grace_days: int = Field(
+        default=7,
+        ge=0,
+        le=90,
+        description="retention only: days after the membership's end a renewal still counts",
+    )
+
+
+class Phase(BaseModel):
+    model_config = _STRICT
+    name: Literal["activation", "stimulation", "cross_sell", "retention", "return"]
+    description: str = ""
+    enabled: bool = True
+    priority: int = Field(ge=1, description="1 wins when a customer is in several phases")
+    audience: Condition = Field(description="Who is in the phase, over customer_facts columns")
+    channels: list[Literal["sms", "email"]] = Field(
+        min_length=1, description="In order of preference: the first reachable one is used"
+    )
+    steps: list[Step] = Field(min_length=1)
+    max_sms_segments: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="An SMS longer than this many segments is never sent (skip 'too_long')",
+    )
+    frequency_caps: list[FrequencyCap] = Field(
+        default_factory=list, description="Rolling caps counting this phase's messages only"
+    )
+    repeat: Literal["once_per_membership", "once_per_customer"] = Field(
+        default="once_per_membership",
+        description="How often each step may reach a customer",
+    )
+    conversion: Conversion = Field(
+        default_factory=Conversion,
+        description="The attribution window of the phase's conversion (see CONVERSION_EVENTS)",
+    )
+
+    def conversion_days(self) -> int | None:
+        """Days after the step's day a conversion counts; None: until the membership ends."""
+        if self.conversion.within_days is not None:
+            return self.conversion.within_days
+        return DEFAULT_CONVERSION_DAYS[self.name]
+
+
+class RulesFile(BaseModel):
+    model_config = _STRICT
+    version: Literal[1]
+    policy: Policy = Field(default_factory=Policy)
+    phases: list[Phase] = Field(min_length=1)

@@ -1,0 +1,193 @@
+"""dbt vars generated from the rules file: dbt's copy of the phase windows (DESIGN.md #1).
+
+dbt models that need to know who is in which phase (``customer_phase_eligibility`` and the
+history and metrics built on it) read one var, ``lifecycle_phases``: a JSON string with every
+enabled phase and step, its priority and its audience as a SQL boolean expression over
+``customer_facts`` columns. It is generated here from the validated rules, so dbt and the rule
+engine (``planning.select_candidates``) evaluate the very same conditions.
+
+Why this is not "YAML reaching the database as SQL": the marketer's text never becomes SQL. The
+expression is the output of our own compiler (``rules.compile_condition``): its SQL text is a
+fixed set of fragments, its identifiers are column names checked against the contracted
+``customer_facts`` columns (``facts.FACT_COLUMNS``) and quoted, or the one relation a condition
+may read besides (``customer_service_purchases``, which dbt resolves with ``ref``), and every
+value the marketer wrote is a validated int, float, bool, date or string (or a list of them)
+that psycopg renders as a quoted, escaped literal (``sql.Literal``), exactly as it would when
+binding it. The var is dbt project configuration like any other: whoever can set dbt vars can
+already change the SQL dbt runs.
+
+``python -m lifecycle.transform.dbt_vars [RULES_FILE]`` rewrites the default checked into
+``dbt_project/dbt_project.yml`` (used by dbt unit tests and ad-hoc runs); a unit test fails
+when it is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from lifecycle.rules.compiled import Rules
+from lifecycle.rules.conditions import SERVICE_PURCHASES_RELATION, Compiled
+from lifecycle.rules.errors import RulesInvalid
+from lifecycle.rules.loading import load_rules
+from lifecycle.rules.models import CONVERSION_EVENTS
+
+VAR_NAME = "lifecycle_phases"
+FORMAT_VERSION = 1
+
+# The default in dbt_project.yml lives between these two comment lines.
+BEGIN_MARKER = "  # BEGIN generated lifecycle_phases (python -m lifecycle.transform.dbt_vars)"
+END_MARKER = "  # END generated lifecycle_phases"
+
+# Relations a condition may read besides customer_facts: dbt models, referenced with ref().
+DBT_RELATIONS = frozenset({SERVICE_PURCHASES_RELATION})
+REF_MARKER = "__lifecycle_ref__{}__"
+
+# A JSON string literal (with its escapes), for escaping braces inside strings only.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _sql_text(part: sql.Composable) -> str:
+    """SQL text of a compiled condition; relations dbt builds become ref markers."""
+    if isinstance(part, sql.Composed):
+        return "".join(_sql_text(p) for p in part)
+    text = part.as_string(None)
+    if isinstance(part, sql.Identifier):
+        for relation in DBT_RELATIONS:
+            if text.endswith("." + sql.Identifier(relation).as_string(None)):
+                # dbt resolves it with ref(): lineage orders the build, unit tests can mock it
+                return REF_MARKER.format(relation)
+    return text
+
+
+def render_condition(condition: Compiled) -> str:
+    """The compiled condition as one SQL boolean expression with its values inlined as literals.
+
+    A relation the condition reads besides customer_facts (``bought_service`` reads
+    customer_service_purchases) is left as ``__lifecycle_ref__<model>__`` for the dbt model to
+    replace with ``ref('<model>')``.
+    """
+    template = _sql_text(condition.sql)
+    # The text holds our fixed fragments and quoted whitelisted names only, so every '%s' in
+    # it is a placeholder; the values are rendered separately and spliced in, never parsed
+    # for placeholders themselves.
+    pieces = template.split("%s")
+    if len(pieces) != len(condition.params) + 1:
+        raise ValueError(
+            f"condition has {len(pieces) - 1} placeholders but {len(condition.params)} values: "
+            f"{template}"
+        )
+    out = [pieces[0]]
+    for value, piece in zip(condition.params, pieces[1:], strict=True):
+        out.append(sql.Literal(value).as_string(None).strip())
+        out.append(piece)
+    return "".join(out)
+
+
+def phase_config(rules: Rules) -> dict[str, Any]:
+    """The phases dbt needs: enabled phases by priority, each step with its SQL condition.
+
+    Each phase also carries its conversion event and attribution window (``within_days``
+    after the step's day, or null: until the membership ends plus ``grace_days``).
+    """
+    return {
+        "version": FORMAT_VERSION,
+        "phases": [
+            {
+                "name": phase.name,
+                "priority": phase.phase.priority,
+                # the attribution window of the phase's conversions (phase_conversions)
+                "conversion": {
+                    "event": CONVERSION_EVENTS[phase.name],
+                    "within_days": phase.phase.conversion_days(),
+                    "grace_days": phase.phase.conversion.grace_days,
+                },
+                "steps": [
+                    {"step": step.number, "condition": render_condition(step.condition)}
+                    for step in phase.steps
+                ],
+            }
+            for phase in rules.phases
+        ],
+    }
+
+
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    """Stable JSON with no '{' or '}' inside strings.
+
+    dbt renders dbt_project.yml vars as Jinja; a value like "{{ x }}" in a rule would be
+    rendered there. Braces inside strings become \\u007b / \\u007d (the same JSON value), and
+    the structure itself (objects inside lists only) never forms '{{', '{%' or '{#'.
+    """
+    separators = (",", ":") if indent is None else (",", ": ")
+    text = json.dumps(obj, sort_keys=True, indent=indent, separators=separators, ensure_ascii=True)
+    return _JSON_STRING.sub(
+        lambda m: m.group(0).replace("{", "\\u007b").replace("}", "\\u007d"), text
+    )
+
+
+def phase_vars(rules: Rules) -> dict[str, str]:
+    """dbt vars for these rules: ``{"lifecycle_phases": <JSON string>}``."""
+    return {VAR_NAME: _dumps(phase_config(rules))}
+
+
+def dbt_project_block(rules: Rules) -> str:
+    """The generated lines of dbt_project.yml, markers included.
+
+    Pretty-printed in a YAML literal block so a changed window shows as a one-line diff; runs
+    pass the compact form (``phase_vars``), the same JSON value.
+    """
+    pretty = _dumps(phase_config(rules), indent=2)
+    return "\n".join(
+        [
+            BEGIN_MARKER,
+            "  # The phases of include/rules/phases.yml compiled to SQL over customer_facts.",
+            "  # Runs through lifecycle (CLI, DAG) pass the rules file in use instead.",
+            f"  {VAR_NAME}: |-",
+            *("    " + line for line in pretty.splitlines()),
+            END_MARKER,
+        ]
+    )
+
+
+def rewrite_dbt_project(project_file: Path, rules: Rules) -> bool:
+    """Replace the generated block in dbt_project.yml; True when the file changed."""
+    text = project_file.read_text(encoding="utf-8")
+    start = text.find(BEGIN_MARKER)
+    end = text.find(END_MARKER)
+    if start < 0 or end < start:
+        raise ValueError(
+            f"{project_file}: the lines '{BEGIN_MARKER.strip()}' and '{END_MARKER.strip()}' "
+            "are missing under vars:; put them back to mark where the generated default goes"
+        )
+    new = text[:start] + dbt_project_block(rules) + text[end + len(END_MARKER) :]
+    if new == text:
+        return False
+    project_file.write_text(new, encoding="utf-8")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lifecycle.settings import get_settings
+
+    argv = sys.argv[1:] if argv is None else argv
+    settings = get_settings()
+    rules_file = Path(argv[0]) if argv else settings.rules_path
+    project_file = settings.dbt_project_dir / "dbt_project.yml"
+    try:
+        rules = load_rules(rules_file)
+    except RulesInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    changed = rewrite_dbt_project(project_file, rules)
+    print(f"{project_file}: {'updated' if changed else 'already up to date'} from {rules_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

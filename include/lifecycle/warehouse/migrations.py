@@ -1,0 +1,18 @@
+"""Schema migrations: the ``raw`` tables the club's files load into and the ``ops`` tables the
+outbox, skips, provider events, suppressions and runs live in (``sql/schema.sql``, idempotent).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from lifecycle.warehouse.server import connect
+
+
+def migrate(url: str) -> None:
+    """Create the ``raw`` and ``ops`` schemas and tables (idempotent)."""
+    sql = resources.files("lifecycle.warehouse").joinpath("sql/schema.sql").read_text()
+    with connect(url) as conn:
+        # One migration at a time: concurrent workers would race on CREATE ... IF NOT EXISTS.
+        conn.execute("select pg_advisory_xact_lock(727001)")
+        conn.execute(sql)
