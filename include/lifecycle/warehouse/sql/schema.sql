@@ -110,6 +110,9 @@ create table if not exists ops.dispatch_batches (
     sending_at timestamptz
 );
 alter table ops.outbox add column if not exists batch_id bigint;
+-- Stamped, in the same statement that checks the row is still claimed by this batch, just before
+-- the provider request that carries the row: from then on the row may have reached the provider.
+alter table ops.outbox add column if not exists handed_at timestamptz;
 -- A message that is live or went out holds its key: the same phase step for the same membership
 -- cycle can never be planned again. Failed/expired rows (certainly not delivered) release it.
 create unique index if not exists outbox_message_key_live_uq on ops.outbox (message_key)
