@@ -130,14 +130,15 @@ def test_two_dispatchers_draining_one_outbox_never_overlap(fresh_db):
 
 
 def test_a_lapsed_claim_is_planned_again_unless_it_was_handed_over(fresh_db):
-    from lifecycle.delivery.dispatch import claim, expire_and_recover, mark_sending
+    from lifecycle.delivery.dispatch import claim, expire_and_recover, hand_over
 
     _plan_rows(fresh_db, 6)
     lease = timedelta(seconds=LEASE)
     with psycopg.connect(fresh_db) as conn:
         kept = claim(conn, now=T0, lease=lease, limit=3)  # claimed, never handed over
         sent = claim(conn, now=T0, lease=lease, limit=3)
-        mark_sending(conn, sent.batch_id, T0)  # handed to the transport, then the worker died
+        # handed to provider requests, then the worker died
+        assert hand_over(conn, sent.batch_id, sent.outbox_ids(), T0) == set(sent.outbox_ids())
         assert expire_and_recover(conn, T0 + lease / 2) == (0, 0)  # leases still running
         assert expire_and_recover(conn, T0 + lease + timedelta(seconds=1)) == (0, 3)
         conn.commit()

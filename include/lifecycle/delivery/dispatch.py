@@ -2,27 +2,35 @@
 
 A row is claimed (``planned -> claimed``, with a lease) in its own committed transaction before
 anything is sent, with ``FOR UPDATE SKIP LOCKED`` so several dispatchers never take the same row.
-A claimed row whose worker vanished is never re-sent: when its lease runs out it becomes
-``unknown`` for reconciliation (DESIGN.md #4).
+The claim's batch id is its fencing token. Immediately before each provider request the
+transport hands its rows over (``hand_over``): one statement that checks the rows are still
+claimed by this batch and stamps ``handed_at``; rows that fail the check are not sent. Outcomes
+are written only to rows still held by the batch. So a dispatcher whose claim lapsed (a frozen
+process, a stopped VM) sends nothing of it when it wakes, and a lapsed claim is settled row by
+row: never handed over, it is planned again (certainly not sent); handed over, it becomes
+``unknown`` for reconciliation and is never sent again (docs/architecture.md, decision 4).
+While a dispatcher is healthy a heartbeat keeps the leases of the batches it holds alive.
 """
 
 from __future__ import annotations
 
 import gc
+import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from lifecycle.delivery.throttle import Pacer, WarehouseTokenBucket
 from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, Transport
+from lifecycle.rules.sms import segments
 from lifecycle.settings import Settings, get_settings
 
 CHANNELS = ("sms", "email")
@@ -78,37 +86,84 @@ class DispatchReport:
         }
 
 
-def expire_and_recover(conn: psycopg.Connection, now: datetime) -> tuple[int, int]:
+def expire_and_recover(
+    conn: psycopg.Connection,
+    now: datetime,
+    *,
+    lease_now: datetime | None = None,
+    plan_date: date | None = None,
+) -> tuple[int, int]:
     """Expire planned rows past their deadline; settle claims whose lease lapsed.
 
-    A lapsed claim never handed to the transport goes back to planned (certainly not sent);
-    one that was handed over becomes unknown (it may have been sent). Returns (expired,
-    unknown).
+    A lapsed claim's rows never handed to a provider request go back to planned (certainly not
+    sent); rows that were handed over become unknown (they may have been sent). ``now`` judges
+    deadlines, ``lease_now`` (default ``now``) leases. A replay of ``plan_date`` (the logical
+    clock) sends that day's rows at their own send times, so their deadlines are not judged by
+    the replay's clock. Returns (expired, unknown).
     """
+    lease_now = lease_now or now
     expired = conn.execute(
         "update ops.outbox set status = 'expired', last_error = 'deadline passed before sending', "
-        "updated_at = now() where status = 'planned' and deadline_at < %s",
-        (now,),
+        "updated_at = now() where status = 'planned' and deadline_at < %s "
+        "and plan_date is distinct from %s",
+        (now, plan_date),
     ).rowcount
     conn.execute(
-        "update ops.outbox o set status = 'planned', lease_until = null, updated_at = now() "
-        "from ops.dispatch_batches b where b.batch_id = o.batch_id and b.sending_at is null "
-        "and o.status = 'claimed' and o.lease_until < %s",
-        (now,),
+        "update ops.outbox set status = 'planned', lease_until = null, updated_at = now() "
+        "where status = 'claimed' and handed_at is null and lease_until < %s",
+        (lease_now,),
     )
     lost = conn.execute(
         "update ops.outbox set status = 'unknown', last_error = %s, updated_at = now() "
         "where status = 'claimed' and lease_until < %s",
-        (LEASE_LOST, now),
+        (LEASE_LOST, lease_now),
     ).rowcount
     return expired, lost
 
 
-def mark_sending(conn: psycopg.Connection, batch_id: int, at: datetime) -> None:
-    """Record (committed) that a claimed batch is being handed to the transport now."""
-    conn.execute("update ops.dispatch_batches set sending_at = %s where batch_id = %s",
-                 (at, batch_id))
+def hand_over(conn: psycopg.Connection, batch_id: int, outbox_ids: list[int],
+              at: datetime) -> set[int]:
+    """The rows of ``outbox_ids`` still claimed by ``batch_id``, now stamped as handed over.
+
+    The check and the stamp are one committed statement, run immediately before the provider
+    request that carries the rows: a row whose claim lapsed and was recovered (or claimed
+    again by another dispatcher) is not returned and must not be sent.
+    """
+    rows = conn.execute(
+        "update ops.outbox set handed_at = %s "
+        "where outbox_id = any(%s) and batch_id = %s and status = 'claimed' "
+        "returning outbox_id",
+        (at, outbox_ids, batch_id),
+    ).fetchall()
     conn.commit()
+    return {r[0] for r in rows}
+
+
+def hand_back(conn: psycopg.Connection, batch_id: int, outbox_ids: list[int]) -> int:
+    """Undo the hand-over of rows whose request certainly did not deliver them (refused,
+    failed before the provider took it); committed. A worker that dies before recording
+    their outcome then leaves them planned again, not unknown."""
+    n = conn.execute(
+        "update ops.outbox set handed_at = null "
+        "where outbox_id = any(%s) and batch_id = %s and status = 'claimed'",
+        (outbox_ids, batch_id),
+    ).rowcount
+    conn.commit()
+    return n
+
+
+def extend_leases(conn: psycopg.Connection, batch_ids: list[int], until: datetime) -> int:
+    """Keep the leases of batches this dispatcher holds alive (the heartbeat); committed.
+
+    Only rows still claimed by those batches: a claim that lapsed and was recovered stays so.
+    """
+    n = conn.execute(
+        "update ops.outbox set lease_until = %s "
+        "where batch_id = any(%s) and status = 'claimed' and lease_until < %s",
+        (until, batch_ids, until),
+    ).rowcount
+    conn.commit()
+    return n
 
 
 # Suppression reason -> the skip reason an outbox row gets (as planning's SUPPRESSION_SKIPS).
@@ -144,8 +199,15 @@ def claim(
     limit: int,
     channel: str | None = None,
     plan_date: date | None = None,
+    lease_now: datetime | None = None,
+    max_segments: int | None = None,
 ) -> Batch:
-    """Claim up to ``limit`` due rows as one batch (committed before returning)."""
+    """Claim up to ``limit`` due rows as one batch (committed before returning).
+
+    ``max_segments``: the batch's SMS rows carry at most that many segments in all (what a
+    rate in segments can send in the batch's time; at least one row). ``lease_now`` (default
+    ``now``) is the clock the lease runs on.
+    """
     # Due: send_at reached and still inside the send window of its day. With ``plan_date``
     # (logical clock), every planned row of that date counts as due at its own send_at.
     if plan_date is not None:
@@ -154,36 +216,46 @@ def claim(
         due = "send_at <= %(now)s and %(now)s <= window_end_at"
     skip_suppressed(conn)
     (batch_id,) = conn.execute("select nextval('ops.dispatch_batches_batch_id_seq')").fetchone()
+    params = {
+        "now": now,
+        "channel": channel,
+        "limit": limit,
+        "plan_date": plan_date,
+        "lease_until": (lease_now or now) + lease,
+        "batch_id": batch_id,
+    }
+    due_rows = f"""
+        select outbox_id from ops.outbox o
+        where status = 'planned' and {due}
+          and (%(channel)s::text is null or channel = %(channel)s)
+          -- checked at claim time: a suppression committed after the skip above holds too
+          and not exists (select 1 from ops.suppressions s
+                          where s.customer_id = o.customer_id and s.channel = o.channel)
+        order by send_at, outbox_id
+        limit %(limit)s
+        for update skip locked
+    """
+    if max_segments is not None:
+        # Locked first, then cut where the segments run out: the rows past the cut are left
+        # planned (their locks go with the commit).
+        locked = conn.execute(due_rows.replace("select outbox_id from",
+                                               "select outbox_id, channel, body from"),
+                              params).fetchall()
+        params["ids"] = _within_segments(locked, max_segments)
+        due_rows = "select unnest(%(ids)s::bigint[]) as outbox_id"
     # Rows are turned into tuples 2,000 at a time: one conversion of 50,000 would hold every
     # thread of the process (sends due meanwhile start late).
     cur = conn.execute(
         f"""
-        with due as (
-            select outbox_id from ops.outbox o
-            where status = 'planned' and {due}
-              and (%(channel)s::text is null or channel = %(channel)s)
-              -- checked at claim time: a suppression committed after the skip above holds too
-              and not exists (select 1 from ops.suppressions s
-                              where s.customer_id = o.customer_id and s.channel = o.channel)
-            order by send_at, outbox_id
-            limit %(limit)s
-            for update skip locked
-        )
+        with due as ({due_rows})
         update ops.outbox o
         set status = 'claimed', lease_until = %(lease_until)s, attempts = attempts + 1,
-            batch_id = %(batch_id)s, updated_at = now()
+            batch_id = %(batch_id)s, handed_at = null, updated_at = now()
         from due where o.outbox_id = due.outbox_id
         returning o.outbox_id, o.message_key, o.customer_id, o.phase, o.step, o.channel,
                   o.to_address, o.subject, o.body
         """,
-        {
-            "now": now,
-            "channel": channel,
-            "limit": limit,
-            "plan_date": plan_date,
-            "lease_until": now + lease,
-            "batch_id": batch_id,
-        },
+        params,
     )
     rows = [r for chunk in iter(lambda: cur.fetchmany(2000), []) for r in chunk]
     if rows:
@@ -193,6 +265,20 @@ def claim(
     return Batch(batch_id, rows)
 
 
+def _within_segments(rows: list[tuple], max_segments: int) -> list[int]:
+    """Ids of the leading (id, channel, body) rows whose SMS segments fit in ``max_segments``
+    (an email row costs nothing here; the first row always fits)."""
+    ids: list[int] = []
+    total = 0
+    for outbox_id, channel, body in rows:
+        cost = segments(body) if channel == "sms" else 0
+        if ids and total + cost > max_segments:
+            break
+        ids.append(outbox_id)
+        total += cost
+    return ids
+
+
 _STATUS = {
     SendOutcome.SENT: "sent",
     SendOutcome.FAILED: "failed",
@@ -200,13 +286,15 @@ _STATUS = {
     SendOutcome.RETRY: "planned",
 }
 
-# Only rows still ours (claimed), or whose lease lapsed while we waited for the answer that has
-# now come (nobody else touches an unknown row but reconciliation), take the outcome; the
-# others are written back as they are. The condition is in the SET, not the WHERE: the
-# statuses of a just-claimed batch are not in the table's statistics yet, and as a WHERE
-# condition the planner expects a row or two and nests a loop over the whole batch for each
-# (seen: 461 s for 50,000 rows with 1M in the outbox).
-_MINE = "(o.status = 'claimed' or (o.status = 'unknown' and o.last_error = %(lease_lost)s))"
+# Only rows still held by this batch (claimed), or whose lease lapsed while we waited for the
+# answer that has now come (nobody else touches an unknown row but reconciliation), take the
+# outcome; the others are written back as they are. The batch id is the fencing token: a row
+# recovered and claimed again by another dispatcher is not ours, whatever its status. The
+# condition is in the SET, not the WHERE: the statuses of a just-claimed batch are not in the
+# table's statistics yet, and as a WHERE condition the planner expects a row or two and nests a
+# loop over the whole batch for each (seen: 461 s for 50,000 rows with 1M in the outbox).
+_MINE = ("(o.batch_id = %(batch_id)s and (o.status = 'claimed' "
+         "or (o.status = 'unknown' and o.last_error = %(lease_lost)s)))")
 _RECORD = f"""
 update ops.outbox o
 set status = case when {_MINE} then r.status else o.status end,
@@ -214,6 +302,9 @@ set status = case when {_MINE} then r.status else o.status end,
                        else o.provider_id end,
     last_error = case when {_MINE} then r.error else o.last_error end,
     lease_until = case when {_MINE} then null else o.lease_until end,
+    -- certainly not delivered (refused, or to be retried): not handed over after all
+    handed_at = case when {_MINE} and r.status in ('planned', 'failed') then null
+                     else o.handed_at end,
     updated_at = case when {_MINE} then now() else o.updated_at end,
     sent_at = case when not {_MINE} then o.sent_at when r.status = 'sent' then %(at)s end,
     -- A certain non-send goes back to planned, due again after an exponential backoff (30 s,
@@ -230,17 +321,24 @@ where o.outbox_id = any(%(ids)s) and o.outbox_id = r.outbox_id
 
 
 def record(conn: psycopg.Connection, messages: Batch, results, sent_at: datetime) -> Counter:
-    """Write each send's outcome in one statement; only rows still claimed by us change."""
+    """Write each send's outcome in one statement; only rows still held by the batch change.
+
+    Rows the transport did not send because their claim was lost (``NOT_HANDED``) are left to
+    whoever holds them now.
+    """
     counts: Counter = Counter(r.outcome.value for r in results)
+    kept = [(i, r) for i, r in zip(messages.outbox_ids(), results, strict=True)
+            if r.outcome is not SendOutcome.NOT_HANDED]
     conn.execute(
         _RECORD,
         {
             "at": sent_at,
             "lease_lost": LEASE_LOST,
-            "ids": messages.outbox_ids(),
-            "statuses": [_STATUS[r.outcome] for r in results],
-            "provider_ids": [r.provider_id for r in results],
-            "errors": [r.error for r in results],
+            "batch_id": messages.batch_id,
+            "ids": [i for i, _ in kept],
+            "statuses": [_STATUS[r.outcome] for _, r in kept],
+            "provider_ids": [r.provider_id for _, r in kept],
+            "errors": [r.error for _, r in kept],
         },
     )
     conn.commit()
@@ -259,22 +357,142 @@ def throttles_for(url: str, settings: Settings) -> dict[str, WarehouseTokenBucke
     }
 
 
-def batch_limit(channel: str, settings: Settings, bucket: WarehouseTokenBucket | None) -> int:
-    """Rows to claim at once: the channel's batch size, or what the rate sends in
-    ``dispatch_batch_s``.
+def batch_limit(channel: str, settings: Settings,
+                bucket: WarehouseTokenBucket | None) -> tuple[int, int | None]:
+    """(rows, SMS segments) to claim at once: the channel's batch size, or what the rate sends
+    in ``dispatch_batch_s``, and never more than a third of the lease.
 
-    A batch never holds more than that much traffic, so its leases cannot lapse while it waits
-    for the rate limit, and other workers keep a share of the outbox. Email counts requests of
-    up to 1000 personalizations.
+    A batch never holds more traffic than that, so neither it nor the batch claimed while it is
+    sent can see its lease lapse while waiting for the rate limit (the heartbeat keeps them
+    alive besides), and other workers keep a share of the outbox. The rate counts what the
+    provider counts: SMS segments (a long text is several), email requests of up to 1000
+    personalizations.
     """
     if channel == "email":
         size = settings.dispatch_email_batch_size
     else:
         size = settings.dispatch_batch_size
     if bucket is None:
-        return size
-    per_cost = 1000 if channel == "email" else 1
-    return max(1, min(size, int(bucket.rate * per_cost * settings.dispatch_batch_s)))
+        return size, None
+    seconds = min(settings.dispatch_batch_s, settings.dispatch_lease_seconds / 3)
+    if channel == "email":
+        return max(1, min(size, int(bucket.rate * 1000 * seconds))), None
+    budget = max(1, int(bucket.rate * seconds))
+    return min(size, budget), budget
+
+
+class _HandOvers:
+    """The hand-over checks of one drain, on a connection and thread of their own.
+
+    Requests come from the transport's threads (or its event loop) just before each provider
+    request; the ones waiting together are checked and stamped in one statement per batch, so
+    a provider request waits for one round trip, never for a queue of them.
+    """
+
+    def __init__(self, url: str, clock) -> None:
+        self._conn = psycopg.connect(url)
+        self._clock = clock
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hand-over", daemon=True)
+        self._thread.start()
+
+    def for_batch(self, batch_id: int) -> _BatchHandOver:
+        return _BatchHandOver(self, batch_id)
+
+    def submit(self, batch_id: int, outbox_ids: list[int]) -> Future[set[int]]:
+        future: Future[set[int]] = Future()
+        self._queue.put((batch_id, outbox_ids, future))
+        return future
+
+    def release(self, batch_id: int, outbox_ids: list[int]) -> None:
+        self._queue.put((batch_id, outbox_ids, None))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            waiting = [item]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after answering these
+                    break
+                waiting.append(more)
+            by_batch: dict[int, list[int]] = {}
+            back: dict[int, list[int]] = {}
+            for batch_id, ids, future in waiting:
+                (by_batch if future else back).setdefault(batch_id, []).extend(ids)
+            try:
+                for b, ids in back.items():
+                    hand_back(self._conn, b, ids)
+                allowed = {b: hand_over(self._conn, b, ids, self._clock())
+                           for b, ids in by_batch.items()}
+            except Exception as exc:  # answered to every waiter; the drain then fails
+                for _, _, future in waiting:
+                    if future:
+                        future.set_exception(exc)
+                continue
+            for batch_id, ids, future in waiting:
+                if future:
+                    future.set_result(allowed[batch_id].intersection(ids))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._conn.close()
+
+
+class _BatchHandOver:
+    """``HandOver`` for one claimed batch."""
+
+    def __init__(self, service: _HandOvers, batch_id: int) -> None:
+        self._service = service
+        self._batch_id = batch_id
+
+    def submit(self, outbox_ids: list[int]) -> Future[set[int]]:
+        return self._service.submit(self._batch_id, outbox_ids)
+
+    def __call__(self, outbox_ids: list[int]) -> set[int]:
+        return self.submit(outbox_ids).result()
+
+    def release(self, outbox_ids: list[int]) -> None:
+        self._service.release(self._batch_id, outbox_ids)
+
+
+class _Heartbeat:
+    """Extends the leases of the batches a drain holds, every third of the lease, while the
+    process runs. A process that stops (frozen, killed) stops it too: its leases lapse."""
+
+    def __init__(self, url: str, lease: timedelta, lease_clock) -> None:
+        self._url = url
+        self._lease = lease
+        self._clock = lease_clock
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def hold(self, batch_id: int) -> None:
+        with self._lock:
+            self._held.add(batch_id)
+
+    def release(self, batch_id: int) -> None:
+        with self._lock:
+            self._held.discard(batch_id)
+
+    def _run(self) -> None:
+        with psycopg.connect(self._url) as conn:
+            while not self._stop.wait(self._lease.total_seconds() / 3):
+                with self._lock:
+                    held = sorted(self._held)
+                if held:
+                    extend_leases(conn, held, self._clock() + self._lease)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 _frozen_lock = threading.Lock()
@@ -305,28 +523,38 @@ def _long_lived_out_of_gc():
                 gc.unfreeze()
 
 
-def _drain(url: str, transport: Transport, channel: str | None, clock, *, plan_date,
-           settings: Settings, bucket: WarehouseTokenBucket | None,
+def _drain(url: str, transport: Transport, channel: str | None, clock, lease_clock, *,
+           plan_date, settings: Settings, bucket: WarehouseTokenBucket | None,
            max_batches: int | None) -> DispatchReport:
     """Claim, send, record until nothing is due.
 
     The provider is kept busy: while a batch is sent, the next one is claimed and the outcomes
-    of the one before are written, each on its own connection and thread. A claimed batch is
-    stamped as handed over, committed, just before it is sent, so a worker that dies with a
-    batch claimed but not sent leaves it to be planned again, not unknown.
+    of the one before are written, each on its own connection and thread. Each provider
+    request hands its rows over first (``hand_over``), so a worker that dies leaves unknown
+    only the rows of the requests it had in flight; the rest of its claims are planned again.
     """
     report = DispatchReport()
     lease = timedelta(seconds=settings.dispatch_lease_seconds)
     pacer = Pacer(bucket) if bucket is not None else None
-    limit = batch_limit(channel or "", settings, bucket)
+    limit, max_segments = batch_limit(channel or "", settings, bucket)
+    heartbeat = _Heartbeat(url, lease, lease_clock)
 
     def claim_next(conn: psycopg.Connection) -> Batch:
-        return claim(conn, now=clock(), lease=lease, limit=limit, channel=channel,
-                     plan_date=plan_date)
+        batch = claim(conn, now=clock(), lease=lease, limit=limit, channel=channel,
+                      plan_date=plan_date, lease_now=lease_clock(), max_segments=max_segments)
+        heartbeat.hold(batch.batch_id)
+        return batch
+
+    def record_and_release(conn: psycopg.Connection, messages: Batch, results) -> Counter:
+        try:
+            return record(conn, messages, results, clock())
+        finally:
+            heartbeat.release(messages.batch_id)
 
     recorded = []
+    handovers = _HandOvers(url, clock)
     try:
-        with (_long_lived_out_of_gc(), psycopg.connect(url) as conn,
+        with (_long_lived_out_of_gc(),
               psycopg.connect(url) as claim_conn, psycopg.connect(url) as record_conn,
               ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim") as claimer,
               ThreadPoolExecutor(max_workers=1, thread_name_prefix="record") as recorder):
@@ -338,14 +566,17 @@ def _drain(url: str, transport: Transport, channel: str | None, clock, *, plan_d
                     break
                 batches += 1
                 report.claimed += len(messages)
-                mark_sending(conn, messages.batch_id, clock())
                 more = max_batches is None or batches < max_batches
                 upcoming = claimer.submit(claim_next, claim_conn) if more else None
-                results = transport.send_batch(messages, pacer=pacer)
-                recorded.append(recorder.submit(record, record_conn, messages, results, clock()))
+                results = transport.send_batch(messages, pacer=pacer,
+                                               handover=handovers.for_batch(messages.batch_id))
+                recorded.append(recorder.submit(record_and_release, record_conn, messages,
+                                                results))
             for done in recorded:
                 report.outcomes.update(done.result())
     finally:
+        handovers.close()
+        heartbeat.close()
         if pacer is not None:
             pacer.close()
     return report
@@ -365,9 +596,11 @@ def dispatch(
     """Send every due row (of one channel, or of each channel side by side) until none is left.
 
     ``now`` is the dispatcher's time at the start (the wall clock, or a replayed day's); it
-    moves on with the elapsed time, so leases stay right during a long drain. Each message
-    waits for its provider's shared rate: ``throttles`` (channel -> bucket), by default the
-    settings' buckets of a real transport (none for the sandbox); ``{}`` sends unthrottled.
+    moves on with the elapsed time, so leases stay right during a long drain. A replay
+    (``plan_date``, the logical clock) sends that day's rows as due, but its leases run on the
+    wall clock: a replay run again after a crash recovers the crashed run's claims. Each
+    message waits for its provider's shared rate: ``throttles`` (channel -> bucket), by default
+    the settings' buckets of a real transport (none for the sandbox); ``{}`` sends unthrottled.
     """
     settings = settings or get_settings()
     own = throttles is None
@@ -377,22 +610,28 @@ def dispatch(
     def clock() -> datetime:
         return now + timedelta(seconds=time.monotonic() - started)
 
+    def wall_clock() -> datetime:
+        return datetime.now(UTC)
+
+    lease_clock = clock if plan_date is None else wall_clock
     report = DispatchReport()
     try:
         with psycopg.connect(url) as conn:
-            report.expired, report.lease_lost = expire_and_recover(conn, now)
+            report.expired, report.lease_lost = expire_and_recover(
+                conn, now, lease_now=lease_clock(), plan_date=plan_date)
             conn.commit()
         if throttles:
             # Each channel drains on its own thread at its provider's pace: a slow SMS rate
             # does not hold email back.
             channels = [channel] if channel else CHANNELS
             with ThreadPoolExecutor(max_workers=len(channels)) as pool:
-                futures = [pool.submit(_drain, url, transport, ch, clock, plan_date=plan_date,
-                                       settings=settings, bucket=throttles.get(ch),
-                                       max_batches=max_batches) for ch in channels]
+                futures = [pool.submit(_drain, url, transport, ch, clock, lease_clock,
+                                       plan_date=plan_date, settings=settings,
+                                       bucket=throttles.get(ch), max_batches=max_batches)
+                           for ch in channels]
                 parts = [f.result() for f in futures]
         else:
-            parts = [_drain(url, transport, channel, clock, plan_date=plan_date,
+            parts = [_drain(url, transport, channel, clock, lease_clock, plan_date=plan_date,
                             settings=settings, bucket=None, max_batches=max_batches)]
     finally:
         if own:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, SendResult, Transport
+from lifecycle.delivery.transports.base import (
+    HandOver,
+    OutboundMessage,
+    SendOutcome,
+    SendResult,
+    Transport,
+)
 from lifecycle.logs import mask_library_loggers
 from lifecycle.settings import Settings, get_settings
 
@@ -14,18 +20,21 @@ class ChannelRouter:
         self.name = name
         self._by_channel = by_channel
 
-    def send_batch(self, messages: list[OutboundMessage], pacer=None) -> list[SendResult]:
+    def send_batch(self, messages: list[OutboundMessage], pacer=None,
+                   handover: HandOver | None = None) -> list[SendResult]:
         channels = (messages.channels() if hasattr(messages, "channels")  # a claimed Batch
                     else {m.channel for m in messages})
         if len(channels) == 1 and (channel := channels.pop()) in self._by_channel:
             # one channel (a drain's batch): handed on as it is, not copied into a list of
             # message objects that would sit in the collector's oldest generation
-            return self._by_channel[channel].send_batch(messages, pacer=pacer)
+            return self._by_channel[channel].send_batch(messages, pacer=pacer,
+                                                        handover=handover)
         results: list[SendResult | None] = [None] * len(messages)
         for channel, transport in self._by_channel.items():
             idxs = [i for i, m in enumerate(messages) if m.channel == channel]
             if idxs:
-                sent = transport.send_batch([messages[i] for i in idxs], pacer=pacer)
+                sent = transport.send_batch([messages[i] for i in idxs], pacer=pacer,
+                                            handover=handover)
                 for i, r in zip(idxs, sent, strict=True):
                     results[i] = r
         missing = {messages[i].channel for i, r in enumerate(results) if r is None}

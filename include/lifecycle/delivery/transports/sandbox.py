@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import psycopg
 
-from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, SendResult
+from lifecycle.delivery.transports.base import (
+    NOT_HANDED,
+    HandOver,
+    OutboundMessage,
+    SendOutcome,
+    SendResult,
+)
 
 
 class SandboxTransport:
@@ -13,10 +19,19 @@ class SandboxTransport:
     def __init__(self, url: str):
         self._conn = psycopg.connect(url, autocommit=True)
 
-    def send_batch(self, messages: list[OutboundMessage], pacer=None) -> list[SendResult]:
-        """Record each message (the sandbox has no rate: ``pacer`` is not needed)."""
+    def send_batch(self, messages: list[OutboundMessage], pacer=None,
+                   handover: HandOver | None = None) -> list[SendResult]:
+        """Record each message (the sandbox has no rate: ``pacer`` is not needed); the whole
+        batch is one request."""
         if not messages:
             return []
+        if handover is not None:
+            allowed = handover([m.outbox_id for m in messages])
+            results = [None] * len(messages)
+            kept = [i for i, m in enumerate(messages) if m.outbox_id in allowed]
+            for i, r in zip(kept, self.send_batch([messages[i] for i in kept]), strict=True):
+                results[i] = r
+            return [r or NOT_HANDED for r in results]
         # The outbox id is the primary key: a message is recorded once, however often asked.
         # One statement over arrays, not one per row: the sandbox keeps up with any dispatcher.
         self._conn.execute(

@@ -25,7 +25,14 @@ from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
 from lifecycle.delivery.throttle import Pacer, StartGate
-from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, SendResult
+from lifecycle.delivery.transports.base import (
+    NOT_DELIVERED,
+    NOT_HANDED,
+    HandOver,
+    OutboundMessage,
+    SendOutcome,
+    SendResult,
+)
 
 MAX_PERSONALIZATIONS = 1000
 BODY_TAG = "-lifecycle_body-"
@@ -131,6 +138,17 @@ class _RateLimitPeriod:
             return left
 
 
+def _hand_back_if_refused(handover: HandOver, group: list[OutboundMessage]):
+    """A done-callback: a request the provider certainly did not take gives its rows back."""
+    ids = [m.outbox_id for m in group]
+
+    def done(future: Future) -> None:
+        if future.result().outcome in NOT_DELIVERED:
+            handover.release(ids)
+
+    return done
+
+
 class SendGridTransport:
     name = "sendgrid"
 
@@ -203,8 +221,8 @@ class SendGridTransport:
             return SendResult(SendOutcome.FAILED, error=f"sendgrid {exc.status_code}")
         return SendResult(SendOutcome.UNKNOWN, error=f"sendgrid {exc.status_code}")
 
-    def send_batch(self, messages: Sequence[OutboundMessage],
-                   pacer: Pacer | None = None) -> list[SendResult]:
+    def send_batch(self, messages: Sequence[OutboundMessage], pacer: Pacer | None = None,
+                   handover: HandOver | None = None) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(messages)
         # Retry-After of 429s answered so far, handed from the pool's threads to this one: a
         # refusal slows the requests still to start, not only the next batch.
@@ -233,6 +251,18 @@ class SendGridTransport:
                 delay = due - PREPARE_S - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            if handover is not None:
+                # asked just before the request is made (its turn is milliseconds away): only
+                # the rows still ours go in it
+                allowed = handover([m.outbox_id for m in group])
+                for i, m in zip(idxs, group, strict=True):
+                    if m.outbox_id not in allowed:
+                        results[i] = NOT_HANDED
+                kept = [(i, m) for i, m in zip(idxs, group, strict=True) if m.outbox_id in allowed]
+                if not kept:
+                    self._free.release()
+                    continue
+                idxs, group = [i for i, _ in kept], [m for _, m in kept]
             payload = json.dumps(self._payload(group))
             if due is not None:
                 self._gate.wait(due)  # type: ignore[union-attr]
@@ -240,6 +270,8 @@ class SendGridTransport:
             while (spent := self._period.wait_s()) > 0:
                 time.sleep(spent)
             future = self._pool.submit(self._send_group, payload)
+            if handover is not None:
+                future.add_done_callback(_hand_back_if_refused(handover, group))
             future.add_done_callback(note_429)
             future.add_done_callback(lambda _: self._free.release())
             pending.append((idxs, future))

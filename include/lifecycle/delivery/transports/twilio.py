@@ -24,7 +24,14 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from lifecycle.delivery.throttle import Pacer
-from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, SendResult
+from lifecycle.delivery.transports.base import (
+    NOT_DELIVERED,
+    NOT_HANDED,
+    HandOver,
+    OutboundMessage,
+    SendOutcome,
+    SendResult,
+)
 from lifecycle.logs import get_logger
 from lifecycle.rules.sms import segments
 
@@ -132,14 +139,22 @@ class TwilioTransport:
             return SendResult(classify_client_error(exc), error=type(exc).__name__)
         return SendResult(SendOutcome.SENT, provider_id=msg.sid)
 
-    async def _send_all(self, messages: list[OutboundMessage],
-                        pacer: Pacer | None) -> list[SendResult]:
+    async def _send_all(self, messages: list[OutboundMessage], pacer: Pacer | None,
+                        handover: HandOver | None) -> list[SendResult]:
         slots = asyncio.Semaphore(self._concurrency)
         results: list[SendResult | None] = [None] * len(messages)
 
         async def one(i: int) -> None:
+            m = messages[i]
             try:
-                results[i] = await self._send_one(messages[i])
+                # One request, one message: asked just before it leaves, never for a batch
+                if handover is not None and m.outbox_id not in await asyncio.wrap_future(
+                        handover.submit([m.outbox_id])):
+                    results[i] = NOT_HANDED
+                    return
+                results[i] = await self._send_one(m)
+                if handover is not None and results[i].outcome in NOT_DELIVERED:
+                    handover.release([m.outbox_id])
             finally:
                 slots.release()
             if pacer is not None and results[i].retry_after:
@@ -159,11 +174,11 @@ class TwilioTransport:
         await asyncio.gather(*tasks)
         return results  # type: ignore[return-value]
 
-    def send_batch(self, messages: list[OutboundMessage],
-                   pacer: Pacer | None = None) -> list[SendResult]:
+    def send_batch(self, messages: list[OutboundMessage], pacer: Pacer | None = None,
+                   handover: HandOver | None = None) -> list[SendResult]:
         if not messages:
             return []
-        return self._loop.run_until_complete(self._send_all(messages, pacer))
+        return self._loop.run_until_complete(self._send_all(messages, pacer, handover))
 
     def close(self) -> None:
         if not self._loop.is_closed():
