@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -25,7 +25,7 @@ TWILIO_BASE = "https://api.twilio.com"
 _SDK_LOGGER = get_logger("lifecycle.twilio_lookup_sdk")
 _SDK_LOGGER.setLevel(logging.WARNING)
 # What asking can fail with: the row then stays unknown until the next run or its deadline.
-LOOKUP_ERRORS = (TwilioRestException, requests.RequestException)
+LOOKUP_ERRORS = (TwilioException, requests.RequestException)
 
 
 @dataclass(frozen=True)
