@@ -154,6 +154,8 @@ def reconcile_now(url: str, settings: Settings | None = None) -> dict[str, Any]:
     counts = {
         "sent": report.sent,
         "expired": report.expired,
+        "found_by_asking": report.found_by_asking,
+        "ask_failed": report.ask_failed,
         "unresolved": len(report.unresolved),
         "next_expiry": min((u.expires_at for u in report.unresolved), default=None),
         "expired_but_seen": len(report.expired_but_seen),

@@ -1,7 +1,8 @@
 """A local stand-in for Twilio's Messages API and SendGrid's v3 mail send, for tests and benchmarks.
 
 The real ``twilio`` and ``sendgrid`` SDKs talk HTTP to it (pointed at it by base URL). It speaks
-enough of both APIs for the SDKs to work, injects the faults a real provider shows (latency,
+enough of both APIs for the SDKs to work (Twilio's Messages list too: reconciliation asks it what
+was sent to a number), injects the faults a real provider shows (latency,
 429/500/503, slow replies past the client's timeout, connections dropped before the request is
 read, and "accepted, then the connection cut before the reply"), and logs every message it
 accepted, so a test counts what a customer would actually have received.
@@ -18,6 +19,8 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any, NamedTuple
 
 from aiohttp import web
@@ -72,6 +75,7 @@ class StandinProvider:
         self._accepted: list[tuple] = []
         self.accepted_requests: list[tuple[str, float]] = []
         self.requests = 0
+        self.list_requests = 0  # Messages list requests (never faulted nor rate limited)
         self.rate_limited = 0  # 429s this server gave because its max_rps was exceeded
         self._tokens: float | None = None  # the rate limit's bucket (None: full)
         self._refilled = 0.0
@@ -90,6 +94,7 @@ class StandinProvider:
             self._accepted.clear()
             self.accepted_requests.clear()
             self.requests = 0
+            self.list_requests = 0
             self.rate_limited = 0
             self._tokens = None
             self._period = (0, 0)
@@ -235,6 +240,48 @@ class StandinProvider:
         })
         return await self._after_accept(request, fault, ok)
 
+    async def twilio_list(self, request: web.Request) -> web.Response:
+        """GET Messages.json as Twilio answers it: newest first, filtered by To, From and
+        DateSent (``DateSent``, ``DateSent<``, ``DateSent>``: a day, YYYY-MM-DD, or a time,
+        YYYY-MM-DDTHH:MM:SSZ, both bounds inclusive), paged by PageSize/Page."""
+        with self._lock:
+            self.list_requests += 1
+        q = request.query
+        try:
+            size = min(1000, max(1, int(q.get("PageSize", 50))))
+            page = max(0, int(q.get("Page", 0)))
+            bounds = [(op, _twilio_time(q[key])) for op, key in
+                      (("=", "DateSent"), ("<", "DateSent<"), (">", "DateSent>")) if key in q]
+        except ValueError as exc:
+            return _json(400, {"code": 20001, "message": f"Invalid parameter: {exc}",
+                               "status": 400})
+        mine = []
+        for a in reversed(self.accepted):
+            if a.provider != "twilio" or ("To" in q and a.to != q["To"]):
+                continue
+            if all(_in_bound(a.at, op, bound) for op, bound in bounds):
+                mine.append(a)
+        account = request.match_info["account"]
+        uri = f"/2010-04-01/Accounts/{account}/Messages.json"
+
+        def page_uri(n: int) -> str:
+            params = {k: v for k, v in q.items() if k not in ("Page", "PageToken", "PageSize")}
+            params.update(PageSize=str(size), Page=str(n))
+            if n:
+                params["PageToken"] = f"PA{n * size}"
+            return str(request.url.with_path(uri).with_query(params).relative())
+
+        chunk = mine[page * size:(page + 1) * size]
+        more = (page + 1) * size < len(mine)
+        return _json(200, {
+            "messages": [_twilio_message(account, a) for a in chunk],
+            "end": page * size + max(len(chunk), 1) - 1, "start": page * size,
+            "page": page, "page_size": size, "uri": page_uri(page),
+            "first_page_uri": page_uri(0),
+            "next_page_uri": page_uri(page + 1) if more else None,
+            "previous_page_uri": page_uri(page - 1) if page else None,
+        })
+
     async def sendgrid_send(self, request: web.Request) -> web.Response:
         fault, refused, limit_headers = await self._fault_or_none(request, "sendgrid")
         if refused is not None:
@@ -272,14 +319,46 @@ class StandinProvider:
         if request.path.endswith("/stats"):
             return _json(200, self.stats())
         return _json(200, {"requests": self.requests,
-                           "accepted": [asdict(a) for a in self.accepted]})
+                           "accepted": [a._asdict() for a in self.accepted]})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post(TWILIO_PATH, self.twilio_messages)
+        app.router.add_get(TWILIO_PATH, self.twilio_list)
         app.router.add_post(SENDGRID_PATH, self.sendgrid_send)
         app.router.add_route("*", "/_standin/{what}", self.control)
         return app
+
+
+def _twilio_time(value: str) -> datetime | str:
+    """A DateSent filter value: a day (kept as YYYY-MM-DD) or a UTC time."""
+    value = value.strip()
+    if len(value) == 10:
+        datetime.strptime(value, "%Y-%m-%d")
+        return value
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _in_bound(at: float, op: str, bound: datetime | str) -> bool:
+    when = datetime.fromtimestamp(at, UTC)
+    if isinstance(bound, str):  # a day: compared by the day sent
+        day = when.strftime("%Y-%m-%d")
+        return {"=": day == bound, "<": day <= bound, ">": day >= bound}[op]
+    when = when.replace(microsecond=0)
+    return {"=": when == bound, "<": when <= bound, ">": when >= bound}[op]
+
+
+def _twilio_message(account: str, a: Accepted) -> dict:
+    sent = format_datetime(datetime.fromtimestamp(a.at, UTC).replace(microsecond=0),
+                           usegmt=True)
+    return {
+        "sid": a.message_id, "account_sid": account, "to": a.to, "from": None,
+        "messaging_service_sid": None, "body": a.body, "status": "delivered",
+        "num_segments": "1", "direction": "outbound-api", "date_created": sent,
+        "date_updated": sent, "date_sent": sent, "error_code": None, "error_message": None,
+        "price": None, "price_unit": "USD", "api_version": "2010-04-01",
+        "uri": f"/2010-04-01/Accounts/{account}/Messages/{a.message_id}.json",
+    }
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:

@@ -1,4 +1,5 @@
-"""Deciding: one message per customer per day, by phase priority, within caps and consents.
+"""Deciding: one message per customer per day, by phase priority, within caps and consents,
+and one message per contact address per day (customer records may share a phone or an email).
 
 The control group is held back here; the volume guard compares the day's plan with recent days.
 ``compute_plan`` only reads, so the preview can run it in a read-only transaction.
@@ -28,6 +29,7 @@ from lifecycle.planning.plan import (
     NO_CONSENT,
     NO_CONTACT,
     RENDER_FAILED,
+    SHARED_CONTACT,
     SUPPRESSED,
     SUPPRESSION_SKIPS,
     TOO_LONG,
@@ -36,6 +38,7 @@ from lifecycle.planning.plan import (
     Message,
     Plan,
     VolumeCheck,
+    contact_key,
 )
 from lifecycle.rules import sms
 from lifecycle.rules.assignment import assign_variant, in_control_group
@@ -79,6 +82,7 @@ def _decide_channel(
     plan_date: date,
     entries: list[tuple[date, str, str]],
     suppressions: dict[tuple, str],
+    taken: set[tuple[str, str]],
 ) -> Message | str:
     """The first usable channel in the phase's preference as a Message, else a skip reason.
 
@@ -99,6 +103,8 @@ def _decide_channel(
             getattr(channel_caps, ch), entries, plan_date, lambda sent_ch, _, ch=ch: sent_ch == ch
         ):
             reason = CAPPED
+        elif contact_key(ch, facts["phone"] if ch == "sms" else facts["email"]) in taken:
+            reason = SHARED_CONTACT  # another customer record has this address's message today
         else:
             try:
                 subject, body, segments = _render_for(c, variant, ch)
@@ -122,50 +128,66 @@ def arbitrate(
     history: History,
     suppressions: dict[tuple, str] | None = None,
 ) -> tuple[list[Message], list[tuple[Candidate, str]]]:
-    """Decide per customer: ([messages to send], [(candidate, skip reason)])."""
+    """Decide per customer: ([messages to send], [(candidate, skip reason)]).
+
+    Each customer's candidates are tried in priority order. An address (channel and normalised
+    phone/email) carries one message a day: candidates of all customers are decided in one
+    order, phase priority, then step, then customer id, so of the records sharing an address
+    the one with the higher-priority message (then the lower customer id) gets it, and the
+    others try their next channel or phase (``shared_contact`` where the address was the
+    reason). An address already in D's outbox (an earlier run of the day) is taken.
+    """
     suppressions = suppressions or {}
     policy = rules.policy
     cg = policy.control_group
     by_customer: dict[str, list[Candidate]] = defaultdict(list)
     for c in candidates:
         by_customer[c.customer_id].append(c)
-    chosen: list[Message] = []
-    skips: list[tuple[Candidate, str]] = []
-    for customer_id, cands in by_customer.items():
-        cands.sort(key=lambda c: (c.phase.phase.priority, c.step.number))
+    taken = set(history.addresses)
+    chosen: dict[str, Message] = {}
+    skipped: dict[str, list[tuple[Candidate, str]]] = defaultdict(list)
+    capped: dict[str, bool] = {}
+    order = sorted(candidates, key=lambda c: (c.phase.phase.priority, c.step.number,
+                                              c.customer_id))
+    for c in order:
+        customer_id = c.customer_id
+        skips = skipped[customer_id]
         if in_control_group(customer_id, cg.percent, cg.salt):
-            skips.extend((c, CONTROL_GROUP) for c in cands)
+            skips.append((c, CONTROL_GROUP))
             continue
         if customer_id in history.today:
-            today = history.today[customer_id]
-            skips.extend((c, ALREADY_PLANNED_TODAY) for c in cands if c.message_key != today)
+            if c.message_key != history.today[customer_id]:
+                skips.append((c, ALREADY_PLANNED_TODAY))
             continue
         entries = history.sent.get(customer_id, [])
-        capped = _capped(policy.frequency_caps, entries, plan_date, lambda ch, ph: True)
-        decided = False
-        for c in cands:
-            if decided:
-                skips.append((c, LOWER_PRIORITY))
-            elif c.message_key in history.keys:
-                skips.append((c, ALREADY_SENT))
-            elif capped or _capped(
-                c.phase.phase.frequency_caps,
-                entries,
-                plan_date,
-                lambda ch, ph, name=c.phase.name: ph == name,
-            ):
-                skips.append((c, CAPPED))
+        if customer_id not in capped:
+            capped[customer_id] = _capped(
+                policy.frequency_caps, entries, plan_date, lambda ch, ph: True
+            )
+        if customer_id in chosen:
+            skips.append((c, LOWER_PRIORITY))
+        elif c.message_key in history.keys:
+            skips.append((c, ALREADY_SENT))
+        elif capped[customer_id] or _capped(
+            c.phase.phase.frequency_caps,
+            entries,
+            plan_date,
+            lambda ch, ph, name=c.phase.name: ph == name,
+        ):
+            skips.append((c, CAPPED))
+        else:
+            variant = assign_variant(
+                customer_id, c.phase.name, c.step.number, c.step.variants, policy.variant_salt
+            )
+            outcome = _decide_channel(c, variant, rules, plan_date, entries, suppressions, taken)
+            if isinstance(outcome, Message):
+                chosen[customer_id] = outcome
+                taken.add(contact_key(outcome.channel, outcome.to_address))
             else:
-                variant = assign_variant(
-                    customer_id, c.phase.name, c.step.number, c.step.variants, policy.variant_salt
-                )
-                outcome = _decide_channel(c, variant, rules, plan_date, entries, suppressions)
-                if isinstance(outcome, Message):
-                    chosen.append(outcome)
-                    decided = True
-                else:
-                    skips.append((c, outcome))
-    return chosen, skips
+                skips.append((c, outcome))
+    # Customers in the order they came (by phase, then customer id): samples stay stable.
+    messages = [chosen[cid] for cid in by_customer if cid in chosen]
+    return messages, [s for cid in by_customer for s in skipped[cid]]
 
 
 def check_volume(

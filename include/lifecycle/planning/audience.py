@@ -10,7 +10,13 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from lifecycle.planning.plan import LIVE_STATUSES, Candidate, History, PlanningError
+from lifecycle.planning.plan import (
+    Candidate,
+    History,
+    PlanningError,
+    contact_key,
+    holds_key,
+)
 from lifecycle.rules.compiled import Rules
 from lifecycle.settings import Settings
 from lifecycle.warehouse.facts import FACTS_RELATION
@@ -87,25 +93,33 @@ def lookback_days(rules: Rules) -> int:
 def load_history(
     conn: psycopg.Connection, customer_ids: list[str], plan_date: date, days: int
 ) -> History:
-    """Live message keys of these customers, their messages in the lookback, and D's rows."""
+    """The keys these customers' rows hold, their messages in the lookback, D's rows, and the
+    addresses D's outbox already holds (whoever's they are)."""
     history = History()
     rows = conn.execute(
         """
-        select customer_id, message_key, plan_date, status, channel, phase
+        select customer_id, message_key, plan_date, status, channel, phase, handed_at
         from ops.outbox
         where customer_id = any(%s)
         """,
         (customer_ids,),
     )
     since = plan_date - timedelta(days=days)
-    for customer_id, key, day, status, channel, phase in rows:
+    for customer_id, key, day, status, channel, phase, handed_at in rows:
         if day == plan_date:
             history.today[customer_id] = key
             continue
-        if status in LIVE_STATUSES:
+        # A row that may have reached the provider counts as sent, for its key and the caps.
+        if holds_key(status, handed_at):
             history.keys.add(key)
             if since <= day < plan_date:
                 history.sent.setdefault(customer_id, []).append((day, channel, phase))
+    history.addresses = {
+        contact_key(channel, address)
+        for channel, address in conn.execute(
+            "select channel, to_address from ops.outbox where plan_date = %s", (plan_date,)
+        )
+    }
     return history
 
 

@@ -35,6 +35,7 @@ CAPPED = "capped"
 TOO_LONG = "too_long"
 RENDER_FAILED = "render_failed"
 LOWER_PRIORITY = "lower_priority"
+SHARED_CONTACT = "shared_contact"
 VOLUME_GUARD = "volume_guard"
 SKIP_REASONS = (
     CONTROL_GROUP,
@@ -50,6 +51,7 @@ SKIP_REASONS = (
     TOO_LONG,
     RENDER_FAILED,
     LOWER_PRIORITY,
+    SHARED_CONTACT,
     VOLUME_GUARD,
 )
 # ops.suppressions.reason -> skip reason
@@ -60,6 +62,22 @@ SUPPRESSION_SKIPS = {
     "manual": SUPPRESSED,
 }
 LIVE_STATUSES = ("planned", "claimed", "sent", "unknown")
+
+
+def holds_key(status: str, handed_at: object) -> bool:
+    """Whether an outbox row keeps its step from ever being planned again: while it is live,
+    and for good once it may have reached the provider (handed over, whatever its status now;
+    an 'unknown' row reconciliation expired included). As the outbox's unique key index."""
+    return status in LIVE_STATUSES or handed_at is not None
+
+
+def contact_key(channel: str, address: str | None) -> tuple[str, str]:
+    """(channel, address) as one person's inbox: emails compared without case or spaces,
+    phone numbers by their digits (and a leading +)."""
+    address = (address or "").strip()
+    if channel == "sms":
+        return channel, "".join(ch for ch in address if ch.isdigit() or ch == "+")
+    return channel, address.lower()
 
 
 @dataclass(frozen=True)
@@ -110,11 +128,13 @@ class Message:
 class History:
     """What earlier days hold for the candidates (from ops.outbox)."""
 
-    # live message keys of any other day (the outbox's unique key holds across all days)
+    # message keys other days' rows hold (``holds_key``: the outbox's unique key, all days)
     keys: set[str] = field(default_factory=set)
-    # customer -> [(plan_date, channel, phase)] of live messages before D in the lookback
+    # customer -> [(plan_date, channel, phase)] of those rows before D in the lookback
     sent: dict[str, list[tuple[date, str, str]]] = field(default_factory=dict)
     today: dict[str, str] = field(default_factory=dict)  # customer -> D's message key
+    # contact_key of every message already in D's outbox (any customer): taken for the day
+    addresses: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass

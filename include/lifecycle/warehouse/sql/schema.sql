@@ -113,10 +113,39 @@ alter table ops.outbox add column if not exists batch_id bigint;
 -- Stamped, in the same statement that checks the row is still claimed by this batch, just before
 -- the provider request that carries the row: from then on the row may have reached the provider.
 alter table ops.outbox add column if not exists handed_at timestamptz;
--- A message that is live or went out holds its key: the same phase step for the same membership
--- cycle can never be planned again. Failed/expired rows (certainly not delivered) release it.
-create unique index if not exists outbox_message_key_live_uq on ops.outbox (message_key)
-    where status in ('planned', 'claimed', 'sent', 'unknown');
+-- A message that is live, or that may have reached its provider, holds its key: the same phase
+-- step for the same membership cycle can never be planned again, whatever becomes of the row
+-- (an 'unknown' row that reconciliation expires keeps it). Only rows certainly not sent (failed
+-- or expired before they were handed over) release it. Built once (it replaces
+-- outbox_message_key_live_uq, which let an expired 'unknown' row's key go): rows from before
+-- handed_at that reconciliation had expired from 'unknown' are stamped with the time their
+-- batch was handed over first, unless their key was planned again since (those stay as they
+-- are: the index cannot hold both).
+do $$
+begin
+    if to_regclass('ops.outbox_message_key_taken_uq') is null then
+        update ops.outbox o
+        set handed_at = coalesce((select b.sending_at from ops.dispatch_batches b
+                                  where b.batch_id = o.batch_id), o.updated_at)
+        from (
+            select distinct on (x.message_key) x.outbox_id
+            from ops.outbox x
+            where x.status = 'expired' and x.handed_at is null
+              and x.last_error like 'reconciled: no provider event%'
+              and not exists (
+                  select 1 from ops.outbox l
+                  where l.message_key = x.message_key
+                    and (l.handed_at is not null
+                         or l.status in ('planned', 'claimed', 'sent', 'unknown')))
+            order by x.message_key, x.outbox_id desc
+        ) legacy
+        where o.outbox_id = legacy.outbox_id;
+        create unique index outbox_message_key_taken_uq on ops.outbox (message_key)
+            where handed_at is not null or status in ('planned', 'claimed', 'sent', 'unknown');
+    end if;
+end
+$$;
+drop index if exists ops.outbox_message_key_live_uq;
 -- At most one lifecycle message per customer per planning day.
 create unique index if not exists outbox_customer_day_uq on ops.outbox (customer_id, plan_date);
 create index if not exists outbox_plan_date_idx on ops.outbox (plan_date);
