@@ -146,7 +146,9 @@ def lifecycle_daily():
             # (lifecycle.transform.dbt.cheap_behavior_flag_source: a third of a demo day by day 10)
             "pre_execute": before_dbt_task,
             # The phases come from the rules file validated by this run (DESIGN.md #1).
-            "vars": {"as_of_date": "{{ ds }}", "lifecycle_phases": PHASES_FROM_VALIDATE_RULES},
+            "vars": {"as_of_date": "{{ ds }}", "lifecycle_phases": PHASES_FROM_VALIDATE_RULES,
+                     # national phones get the club's calling code (LIFECYCLE_DEFAULT_REGION)
+                     "default_country_code": SETTINGS.default_country_code},
             # A model's task runs the tests whose other parents are its ancestors (built
             # before it): a relationships test waits for the model that declares it.
             # Unit tests check model logic, not the day's data: they run in CI (`make test`),

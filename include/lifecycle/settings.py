@@ -6,12 +6,15 @@ from Airflow connections/variables in explicitly; the package itself never impor
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import phonenumbers
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _find_project_dir() -> Path:
@@ -21,6 +24,57 @@ def _find_project_dir() -> Path:
         if (parent / "dbt_project" / "dbt_project.yml").exists():
             return parent
     return Path.cwd()
+
+
+# Opt-out and opt-in replies to an SMS (README "Settings"): Twilio's own keywords (its default
+# STOP filtering and opt-in list), then Ukrainian and Russian. Compared folded (``fold_keyword``).
+DEFAULT_SMS_OPT_OUT_KEYWORDS = (
+    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+    # Ukrainian
+    "стоп", "відписатися", "відписатись", "відписка", "відписати", "відпишіть",
+    # Russian
+    "отписаться", "отписка", "отписать", "отпишите",
+)
+DEFAULT_SMS_OPT_IN_KEYWORDS = (
+    "START", "UNSTOP", "YES",
+    # Ukrainian
+    "старт", "підписатися", "підписатись",
+    # Russian
+    "подписаться",
+)
+
+
+def fold_keyword(text: str | None) -> str:
+    """A reply as compared with the keywords: NFKC, Unicode case-folded, without whitespace,
+    punctuation or invisible characters (" Stop. " -> "stop", "СТОП!" -> "стоп")."""
+    folded = unicodedata.normalize("NFKC", text or "").casefold()
+    return "".join(ch for ch in folded if unicodedata.category(ch)[0] not in "PZC")
+
+
+def _keyword_list(value: object, name: str) -> tuple[str, ...]:
+    """A keyword list from the environment: a JSON list, or words separated by commas."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"LIFECYCLE_{name.upper()}: not a JSON list ({exc})") from exc
+        else:
+            value = text.split(",")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"LIFECYCLE_{name.upper()}: expected a list of words, e.g. STOP,стоп")
+    words = []
+    for i, word in enumerate(value):
+        if not isinstance(word, str) or not fold_keyword(word):
+            raise ValueError(
+                f"LIFECYCLE_{name.upper()}: item {i + 1} ({word!r}) has no letters or digits; "
+                "expected words such as STOP,стоп"
+            )
+        words.append(word.strip())
+    if not words:
+        raise ValueError(f"LIFECYCLE_{name.upper()}: the list is empty; expected e.g. STOP,стоп")
+    return tuple(words)
 
 
 class Settings(BaseSettings):
@@ -39,6 +93,19 @@ class Settings(BaseSettings):
     )
     club_timezone: str = Field(
         default="Europe/Kyiv", description="Time zone for customers without one"
+    )
+    default_region: str = Field(
+        default="UA",
+        description="ISO 3166 region of the club's phone numbers: a national number (0…) "
+        "gets its country code (dbt's default_country_code var follows it)",
+    )
+    sms_opt_out_keywords: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_SMS_OPT_OUT_KEYWORDS,
+        description="Whole-message SMS replies that opt the sender out",
+    )
+    sms_opt_in_keywords: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_SMS_OPT_IN_KEYWORDS,
+        description="Whole-message SMS replies that lift the sender's opt-out",
     )
     rules_file: Path | None = Field(
         default=None, description="default <project>/include/rules/phases.yml"
@@ -142,6 +209,45 @@ class Settings(BaseSettings):
     )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
+
+    @field_validator("default_region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> str:
+        region = str(value).strip().upper()
+        if not phonenumbers.country_code_for_region(region):
+            raise ValueError(
+                f"LIFECYCLE_DEFAULT_REGION: {value!r} is not a region with a telephone country "
+                "code; expected an ISO 3166 alpha-2 code such as UA, PL, GB"
+            )
+        return region
+
+    @field_validator("sms_opt_out_keywords", "sms_opt_in_keywords", mode="before")
+    @classmethod
+    def _keywords(cls, value: object, info) -> tuple[str, ...]:  # noqa: ANN001
+        return _keyword_list(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _keywords_disjoint(self) -> Settings:
+        both = sorted(self.opt_out_words & self.opt_in_words)
+        if both:
+            raise ValueError(
+                "LIFECYCLE_SMS_OPT_OUT_KEYWORDS and LIFECYCLE_SMS_OPT_IN_KEYWORDS share "
+                f"{', '.join(both)}: a reply must mean one thing; remove it from one list"
+            )
+        return self
+
+    @property
+    def default_country_code(self) -> str:
+        """The calling code of ``default_region`` without '+': UA -> '380'."""
+        return str(phonenumbers.country_code_for_region(self.default_region))
+
+    @property
+    def opt_out_words(self) -> frozenset[str]:
+        return frozenset(fold_keyword(w) for w in self.sms_opt_out_keywords)
+
+    @property
+    def opt_in_words(self) -> frozenset[str]:
+        return frozenset(fold_keyword(w) for w in self.sms_opt_in_keywords)
 
     @property
     def state_dir(self) -> Path:

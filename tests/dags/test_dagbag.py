@@ -65,7 +65,8 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
         "metrics_phase_eligibility_monthly",
     ):
         build = dag.get_task(f"dbt.{model}_model_build")
-        assert build.vars == {"as_of_date": "{{ ds }}", "lifecycle_phases": phases_from_xcom}
+        assert build.vars == {"as_of_date": "{{ ds }}", "lifecycle_phases": phases_from_xcom,
+                              "default_country_code": "380"}
         assert "validate_rules" in {t.task_id for t in build.get_flat_relatives(upstream=True)}, (
             model
         )

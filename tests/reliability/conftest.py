@@ -1,4 +1,5 @@
-"""The reliability tests reuse the integration tests' hand-built customer_facts helpers."""
+"""The reliability tests reuse the integration tests' helpers (hand-built customer_facts, signed
+webhooks, the receiver on a real server)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from lifecycle.delivery.webhooks.events import MalformedBody, clip, parse_outbox
     ("STOP", "opt_out"), ("  stop\t", "opt_out"), ("StopAll", "opt_out"),
     ("UNSUBSCRIBE", "opt_out"), ("cancel", "opt_out"), ("End", "opt_out"), ("QUIT\n", "opt_out"),
     ("START", "opt_in"), (" unstop ", "opt_in"),
-    ("stop it", None), ("STOPP", None), ("", None), (None, None), ("YES", None),
+    ("stop it", None), ("STOPP", None), ("", None), (None, None), ("YES", "opt_in"),
 ])
 def test_keyword_action_matches_whole_message_keywords(text, action):
     assert twilio.keyword_action(text) == action

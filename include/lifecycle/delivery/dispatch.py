@@ -169,11 +169,14 @@ def extend_leases(conn: psycopg.Connection, batch_ids: list[int], until: datetim
 # Suppression reason -> the skip reason an outbox row gets (as planning's SUPPRESSION_SKIPS).
 _SKIP_SUPPRESSED = """
 with hit as (
+    -- the customer is suppressed on the channel, or the address the row goes to is
     select o.outbox_id,
-           case s.reason when 'manual' then 'suppressed' else s.reason end as reason
+           case coalesce(s.reason, a.reason) when 'manual' then 'suppressed'
+                else coalesce(s.reason, a.reason) end as reason
     from ops.outbox o
-    join ops.suppressions s on s.customer_id = o.customer_id and s.channel = o.channel
-    where o.status = 'planned'
+    left join ops.suppressions s on s.customer_id = o.customer_id and s.channel = o.channel
+    left join ops.address_suppressions a on a.channel = o.channel and a.address = o.to_address
+    where o.status = 'planned' and (s.customer_id is not null or a.address is not null)
     for update of o skip locked
 )
 update ops.outbox o set status = 'expired', last_error = hit.reason, updated_at = now()
@@ -182,7 +185,8 @@ from hit where o.outbox_id = hit.outbox_id
 
 
 def skip_suppressed(conn: psycopg.Connection) -> int:
-    """Expire planned rows whose customer is suppressed on the row's channel (not committed).
+    """Expire planned rows whose customer, or the address they go to, is suppressed on the
+    row's channel (not committed).
 
     ``last_error`` is the skip reason (opted_out, hard_bounce, spam_complaint, suppressed): an
     opt-out received after planning stops that day's pending messages (DESIGN.md #4: expired =
@@ -231,6 +235,8 @@ def claim(
           -- checked at claim time: a suppression committed after the skip above holds too
           and not exists (select 1 from ops.suppressions s
                           where s.customer_id = o.customer_id and s.channel = o.channel)
+          and not exists (select 1 from ops.address_suppressions a
+                          where a.channel = o.channel and a.address = o.to_address)
         order by send_at, outbox_id
         limit %(limit)s
         for update skip locked

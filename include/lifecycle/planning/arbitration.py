@@ -246,7 +246,8 @@ def compute_plan(
     candidates = select_candidates(conn, rules, plan_date, settings)
     ids = sorted({c.customer_id for c in candidates})
     history = load_history(conn, ids, plan_date, lookback_days(rules))
-    suppressions = load_suppressions(conn, ids)
+    phones = {c.customer_id: c.facts.get("phone") for c in candidates}
+    suppressions = load_suppressions(conn, ids, phones)
     messages, skips = arbitrate(candidates, rules, plan_date, history, suppressions)
     volume = check_volume(conn, rules.policy.volume_guard, plan_date, len(messages))
     already = [c for c in candidates if history.today.get(c.customer_id) == c.message_key]

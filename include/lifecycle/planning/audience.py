@@ -123,14 +123,33 @@ def load_history(
     return history
 
 
-def load_suppressions(conn: psycopg.Connection, customer_ids: list[str]) -> dict[tuple, str]:
+def load_suppressions(
+    conn: psycopg.Connection, customer_ids: list[str], phones: dict[str, str] | None = None
+) -> dict[tuple, str]:
     """(customer_id, channel) -> suppression reason, for these customers.
 
     Every suppression applies, whatever day is planned: an opt-out received today must stop a
     replayed past day too (sending to someone who opted out is the one thing never allowed).
+    ``phones`` (customer_id -> E.164 phone, customer_facts' ``phone``) adds the customers whose
+    number is suppressed (``ops.address_suppressions``: a STOP from it, even one received
+    before the customer was loaded).
     """
     rows = conn.execute(
         "select customer_id, channel, reason from ops.suppressions where customer_id = any(%s)",
         (customer_ids,),
     )
-    return {(c, ch): reason for c, ch, reason in rows}
+    out = {(c, ch): reason for c, ch, reason in rows}
+    by_phone: dict[str, list[str]] = {}
+    for customer_id, phone in (phones or {}).items():
+        if phone:
+            by_phone.setdefault(phone, []).append(customer_id)
+    if by_phone:
+        rows = conn.execute(
+            "select address, reason from ops.address_suppressions "
+            "where channel = 'sms' and address = any(%s)",
+            (list(by_phone),),
+        )
+        for phone, reason in rows:
+            for customer_id in by_phone[phone]:
+                out.setdefault((customer_id, "sms"), reason)
+    return out

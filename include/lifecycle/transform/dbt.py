@@ -60,6 +60,8 @@ def dbt_env(url: str, settings: Settings | None = None) -> dict[str, str]:
         "LIFECYCLE_DBT_THREADS": str(settings.dbt_threads),
         # dbt_project.yml defaults the club_timezone var from it, so dbt and Python agree.
         "LIFECYCLE_CLUB_TIMEZONE": settings.club_timezone,
+        # and default_country_code from the club's region (UA -> 380): one phone normalisation
+        "LIFECYCLE_DEFAULT_COUNTRY_CODE": settings.default_country_code,
         "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
         "DO_NOT_TRACK": "1",

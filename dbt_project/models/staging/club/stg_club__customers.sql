@@ -16,7 +16,10 @@
     default_country_code) are kept in _cleaned_with: when they differ from the stored rows',
     every customer is cleaned again, as a full refresh would.
 -#}
-{%- set cleaned_with = var('club_timezone') ~ '|' ~ country_code -%}
+{#- phone2: the version of the phone rules below (text around the number, national numbers
+    without a trunk 0); a change of the rules bumps it, so stored rows are cleaned again as
+    after a changed var -#}
+{%- set cleaned_with = var('club_timezone') ~ '|' ~ country_code ~ '|phone2' -%}
 {%- set batch_filter = none -%}
 {%- if is_incremental() and execute and model.resource_type != 'unit_test' -%}
     {%- set stored = run_query(
@@ -68,11 +71,17 @@ cleaned as (
         nullif(trim(first_name), '') as first_name,
         nullif(lower(trim(email)), '') as email,
         phone as phone_raw,
-        -- separators people type (spaces, dashes, dots, parentheses) go; so does the
-        -- national trunk 0 some write after the country code: +44 (0)20 ...
+        -- what surrounds the number goes (tel:, "(mob)", a trailing dot: from the first + or
+        -- digit to the last digit); so do the separators people type (spaces, dashes, dots,
+        -- parentheses) and the national trunk 0 some write after the country code:
+        -- +44 (0)20 ..., 00 44 (0)20 ... Python's phone normalisation (phonenumbers, in
+        -- lifecycle.delivery.webhooks.events) agrees: tests/reliability/test_phone_parity.py.
         nullif(
             regexp_replace(
-                regexp_replace(trim(phone), '^(\+|00)([0-9]{1,3})[[:space:]]*\(0\)', '\1\2'),
+                regexp_replace(
+                    coalesce(substring(trim(phone) from '[+0-9].*[0-9]'), trim(phone)),
+                    '^(\+|00)[[:space:]]*([0-9]{1,3})[[:space:]]*\(0\)', '\1\2'
+                ),
                 '[[:space:]().-]', '', 'g'
             ),
             ''
@@ -92,7 +101,12 @@ phone_normalised as (
             when phone_digits ~ '^00[0-9]+$' then '+' || substr(phone_digits, 3)
             -- a national number: trunk prefix 0 replaced by the club's country code
             when phone_digits ~ '^0[0-9]+$' then '+{{ country_code }}' || substr(phone_digits, 2)
-            -- digits only: taken to start with the country code
+            -- digits only: the country code and the number when it starts with the club's
+            -- country code (380671234567), else a national number without its trunk 0 (a
+            -- spreadsheet dropped it: 671234567; or a region without one, Poland's 601234567)
+            -- when it is long enough to be one; shorter is left invalid (12345 -> +12345)
+            when phone_digits ~ '^{{ country_code }}[0-9]+$' then '+' || phone_digits
+            when phone_digits ~ '^[0-9]{8,}$' then '+{{ country_code }}' || phone_digits
             when phone_digits ~ '^[0-9]+$' then '+' || phone_digits
             -- already international, or not a number: left for phone_valid to judge
             else phone_digits

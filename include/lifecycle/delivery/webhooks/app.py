@@ -121,7 +121,8 @@ def _reject(route: str, exc: Rejected) -> JSONResponse:
 
 def _store(receiver: Receiver, events: list[Event], ignored: int) -> WriteResult:
     try:
-        return write_events(receiver.warehouse_url(), events, ignored=ignored)
+        return write_events(receiver.warehouse_url(), events, ignored=ignored,
+                            settings=receiver.settings)
     except psycopg.OperationalError as exc:
         raise Rejected(503, f"warehouse unavailable ({type(exc).__name__})") from exc
 
@@ -199,7 +200,8 @@ def create_app(settings: Settings | None = None,
     @app.post("/twilio/inbound")
     async def twilio_inbound(request: Request) -> Response:
         try:
-            await _twilio(request, "twilio/inbound", twilio.inbound_event)
+            await _twilio(request, "twilio/inbound", twilio.inbound_event,
+                          settings=receiver.settings)
         except Rejected as exc:
             return _reject("twilio/inbound", exc)
         return Response(_EMPTY_TWIML, media_type="text/xml")

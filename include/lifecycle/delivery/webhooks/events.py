@@ -4,6 +4,13 @@ Every provider module turns a verified request into ``Event`` records; ``write_e
 them in ``ops.message_events`` and applies the suppression change each new event implies, all in
 one transaction. A retried delivery conflicts on ``dedupe_key`` (or SendGrid's ``sg_event_id``)
 and changes nothing: the suppression change is applied only for rows actually inserted.
+
+An SMS opt-out is kept twice: for every customer whose phone is the sender's
+(``ops.suppressions``) and for the number itself (``ops.address_suppressions``, E.164), so a
+STOP from a number no customer has yet still holds when a customer with it is loaded later.
+Phones compare in E.164: the sender's with ``normalise_phone`` (phonenumbers, the club's
+``default_region``), the customers' as dbt's ``stg_club__customers`` normalised them, which
+agrees with it (tests/reliability/test_phone_parity.py).
 """
 
 from __future__ import annotations
@@ -12,7 +19,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+import phonenumbers
 import psycopg
+from psycopg import sql
+
+from lifecycle.settings import Settings, get_settings
 
 # The suppression reasons of ops.suppressions an event can set, and the opt-in that lifts one.
 OPTED_OUT = "opted_out"
@@ -95,12 +106,55 @@ def _digits(phone: str) -> str:
     return re.sub(r"\D", "", phone)
 
 
-def customers_for(conn: psycopg.Connection, e: Event) -> list[str]:
+# The number in what people store: from the first + or digit to the last digit (as
+# stg_club__customers cuts it: "tel: 067…", "+380… (mob)", "067….").
+_NUMBER = re.compile(r"[+0-9].*[0-9]", re.S)
+STAGED_CUSTOMERS = "stg_club__customers"
+
+
+def normalise_phone(raw: str | None, region: str) -> str | None:
+    """A phone as E.164 (``+380671234567``), national numbers in ``region``; None if it is none.
+
+    The one definition of a normalised phone on the Python side; dbt's stg_club__customers
+    computes the same in SQL for the formats clubs store (national with trunk 0, 00 or +
+    international, "+44 (0)20", separators, text around the number).
+    """
+    if not raw:
+        return None
+    found = _NUMBER.search(raw)
+    try:
+        number = phonenumbers.parse(found.group(0) if found else raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def suppression_address(e: Event, region: str) -> str | None:
+    """The address an event's suppression change is kept for: E.164 phone, lower-case email."""
+    if not e.address:
+        return None
+    if e.channel == "email":
+        return e.address.strip().lower()
+    return normalise_phone(e.address, region) or e.address
+
+
+def _staged_customers(conn: psycopg.Connection, schema: str) -> sql.Composable | None:
+    name = sql.Identifier(schema, STAGED_CUSTOMERS)
+    exists = conn.execute("select to_regclass(%s)", (name.as_string(conn),)).fetchone()[0]
+    return name if exists else None
+
+
+def customers_for(
+    conn: psycopg.Connection, e: Event, settings: Settings | None = None
+) -> list[str]:
     """Customers an event's suppression change applies to.
 
     The customer of the outbox row it names, and every customer with the same address (in the
-    outbox, where it was sent to, or in raw.customers): whoever owns the address said so.
+    outbox, where it was sent to, or among the customers): whoever owns the address said so.
+    A phone matches in E.164, however the club stored it (dbt's staged phone); raw.customers
+    is read too (digits alike), for customers loaded since the last build.
     """
+    settings = settings or get_settings()
     ids: set[str] = set()
     if e.outbox_id is not None:
         ids.update(r[0] for r in conn.execute(
@@ -117,16 +171,23 @@ def customers_for(conn: psycopg.Connection, e: Event) -> list[str]:
                 {"a": addr},
             )
         else:
-            digits = _digits(e.address)
+            phone = normalise_phone(e.address, settings.default_region)
+            digits = _digits(phone or e.address)
             if len(digits) < 6:  # not a phone number: would match too much
                 return sorted(ids)
-            rows = conn.execute(
+            query = sql.SQL(
                 "select customer_id from ops.outbox where channel = 'sms' "
-                "and lower(to_address) = lower(%(a)s) "
+                "and lower(to_address) = any(%(a)s) "
                 "union select customer_id from raw.customers "
-                "where regexp_replace(phone, '[^0-9]', '', 'g') = %(d)s",
-                {"a": e.address, "d": digits},
+                "where regexp_replace(phone, '[^0-9]', '', 'g') = %(d)s"
             )
+            staged = _staged_customers(conn, settings.dbt_schema)
+            if staged is not None:
+                query += sql.SQL(" union select customer_id from {} where phone = %(p)s").format(
+                    staged
+                )
+            addresses = sorted({e.address.lower(), (phone or e.address).lower()})
+            rows = conn.execute(query, {"a": addresses, "d": digits, "p": phone})
         ids.update(r[0] for r in rows)
     return sorted(ids)
 
@@ -143,8 +204,30 @@ returning event_id
 """
 
 
-def write_events(url: str, events: list[Event], *, ignored: int = 0) -> WriteResult:
+def _change_address_suppression(conn: psycopg.Connection, e: Event, region: str) -> None:
+    """An SMS opt-out suppresses the sender's number, matched to a customer or not; START
+    lifts it. Other channels and reasons are kept per customer only."""
+    address = suppression_address(e, region)
+    if e.channel != "sms" or address is None:
+        return
+    if e.suppression == OPT_IN:
+        conn.execute(
+            "delete from ops.address_suppressions where channel = %s and address = %s "
+            "and reason = 'opted_out'",
+            (e.channel, address),
+        )
+    elif e.suppression == OPTED_OUT:
+        conn.execute(
+            "insert into ops.address_suppressions (channel, address, reason, source) "
+            "values (%s, %s, %s, %s) on conflict (channel, address) do nothing",
+            (e.channel, address, e.suppression, e.provider),
+        )
+
+
+def write_events(url: str, events: list[Event], *, ignored: int = 0,
+                 settings: Settings | None = None) -> WriteResult:
     """Store the events and their suppression changes in one transaction (idempotent)."""
+    settings = settings or get_settings()
     result = WriteResult(received=len(events) + ignored, ignored=ignored)
     with psycopg.connect(url) as conn:
         for e in events:
@@ -156,7 +239,8 @@ def write_events(url: str, events: list[Event], *, ignored: int = 0) -> WriteRes
             result.by_type[e.event_type] = result.by_type.get(e.event_type, 0) + 1
             if e.suppression is None:
                 continue
-            customers = customers_for(conn, e)
+            customers = customers_for(conn, e, settings)
+            _change_address_suppression(conn, e, settings.default_region)
             if e.suppression == OPT_IN:
                 # Only an opt-out is lifted by START: a bounce or a manual block stays.
                 result.opted_in += conn.execute(

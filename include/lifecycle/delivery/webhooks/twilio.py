@@ -28,13 +28,12 @@ from lifecycle.delivery.webhooks.events import (
     clip_address,
     parse_outbox_id,
 )
+from lifecycle.settings import Settings, fold_keyword, get_settings
 
 __all__ = ["SIGNATURE_HEADER", "SIGNATURE_SETTINGS_HEADER", "parse_form", "signature_valid",
            "status_event", "inbound_event", "keyword_action"]
 
 STATUSES = frozenset({"queued", "sent", "delivered", "undelivered", "failed"})
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP"})
 # Twilio refused the send because the recipient had opted out (replied STOP to our sender).
 UNSUBSCRIBED_RECIPIENT = "21610"
 
@@ -89,23 +88,31 @@ def status_event(params: FormData, outbox_id: str | None, received_at: datetime)
     )
 
 
-def keyword_action(body: str | None) -> str | None:
-    """opt_out / opt_in for a whole-message keyword (any case, surrounding spaces), else None."""
-    word = (body or "").strip().upper()
-    if word in OPT_OUT_KEYWORDS:
+def keyword_action(body: str | None, settings: Settings | None = None) -> str | None:
+    """opt_out / opt_in when the whole message is one of the settings' keywords, else None.
+
+    Compared folded (``fold_keyword``: any case, in any script, whitespace and punctuation
+    ignored: "Stop.", "СТОП!", " відписатися "). A keyword inside a sentence ("stop it",
+    "please cancel") is not one, as with Twilio, whose STOP filtering reacts only to a
+    single-word message.
+    """
+    settings = settings or get_settings()
+    word = fold_keyword(body)
+    if word in settings.opt_out_words:
         return "opt_out"
-    if word in OPT_IN_KEYWORDS:
+    if word in settings.opt_in_words:
         return "opt_in"
     return None
 
 
-def inbound_event(params: FormData, received_at: datetime) -> Event:
+def inbound_event(params: FormData, received_at: datetime,
+                  settings: Settings | None = None) -> Event:
     """The event of an inbound SMS; its text is not kept, only the keyword it amounts to."""
     sid = _sid(params)
     sender = clip_address(params.get("From"))
     if not sender:
         raise MalformedBody("From is missing")
-    action = keyword_action(params.get("Body"))
+    action = keyword_action(params.get("Body"), settings)
     kind = {"opt_out": "inbound_opt_out", "opt_in": "inbound_opt_in"}.get(action or "", "inbound")
     return Event(
         provider="twilio",

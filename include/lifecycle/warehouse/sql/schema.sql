@@ -208,6 +208,22 @@ create table if not exists ops.suppressions (
     primary key (customer_id, channel)
 );
 
+-- Addresses that must not be messaged on a channel, whoever has them: every SMS opt-out (STOP
+-- and the like, matched to a customer or not) suppresses the sender's number here in E.164, and
+-- an opt-in (START) lifts it. Planning skips a customer whose phone is here (opted_out) and
+-- dispatch does not claim a row sent to it, so a STOP from a number no customer had yet holds
+-- for the customer loaded with it later.
+create table if not exists ops.address_suppressions (
+    channel    text not null check (channel in ('sms', 'email')),
+    -- E.164 phone (+380671234567) or lower-case email, as the outbox's to_address holds it
+    address    text not null check (address <> ''),
+    reason     text not null
+               check (reason in ('opted_out', 'hard_bounce', 'spam_complaint', 'manual')),
+    source     text not null,
+    created_at timestamptz not null default now(),
+    primary key (channel, address)
+);
+
 -- Dates allowed to exceed the policy's volume guard (an intended big send), with why.
 create table if not exists ops.volume_overrides (
     plan_date  date primary key,
