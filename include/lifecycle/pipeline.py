@@ -31,7 +31,7 @@ def logical_now(plan_date: date) -> datetime:
 def validate_rules(settings: Settings | None = None) -> Rules:
     """Load the rules file; raises RulesInvalid (every error, located) before anything runs."""
     settings = settings or get_settings()
-    return load_rules(settings.rules_path)
+    return load_rules(settings.rules_path, max_bytes=settings.rules_file_max_bytes)
 
 
 def rules_for_dbt(settings: Settings | None = None) -> str:

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(
         default=None, description="default <project>/include/rules/phases.yml"
     )
+    rules_file_max_bytes: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="A larger rules file is refused before it is read whole",
+    )
     transport: Literal["sandbox", "standin", "live"] = "sandbox"
     send_deadline_hours: int = Field(
         default=24, description="A message not sent this long after its send_at expires"

@@ -25,6 +25,7 @@ from psycopg import sql
 from lifecycle.airflow_env import airflow_env
 from lifecycle.data.generator import generate
 from lifecycle.planning.audience import select_candidates
+from lifecycle.rules.conditions import Compiled
 from lifecycle.rules.loading import load_rules, parse_rules
 from lifecycle.settings import Settings
 from lifecycle.transform.dbt import build
@@ -184,6 +185,47 @@ def test_inlined_literals_select_what_bound_parameters_select(club_url, tmp_path
         everyone = conn.execute("select count(*) from analytics.customer_facts").fetchone()[0]
     assert 0 < len(bound) < everyone
     assert sorted(inlined) == sorted(bound)
+
+
+# Values that spell the marker dbt_vars leaves for a relation dbt builds (REF_MARKER), next to a
+# condition that reads that relation: they are data, never a relation and never broken SQL.
+MARKER_RULES = """
+version: 1
+phases:
+  - name: retention
+    priority: 1
+    audience:
+      all:
+        - field: membership_status
+          in: [active, frozen, "__lifecycle_ref__customer_service_purchases__"]
+        - {field: product, not_in: ["__lifecycle_ref__nope__", 'back\\slash __lifecycle_ref__x__']}
+        - {field: timezone, ne: "it's __lifecycle_ref__customer_service_purchases__"}
+        - not: {bought_service: {service: massage, within_days: 365}}
+    channels: [sms]
+    steps:
+      - offer: {code: renew, title: "__lifecycle_ref__customer_service_purchases__"}
+        templates: {sms: "hi __lifecycle_ref__customer_service_purchases__"}
+"""
+
+
+def test_values_spelling_the_ref_marker_stay_values_in_the_dbt_build(club_url, tmp_path):
+    rules = parse_rules(MARKER_RULES, "marker.yml")
+    condition = rules.phases[0].steps[0].condition
+    settings = Settings()
+    build(club_url, D1, "+customer_phase_eligibility", settings=settings, rules=rules,
+          target_path=tmp_path, unit_tests=False)
+    values = [v for v in condition.params if "__lifecycle_ref__" in str(v)]
+    assert len(values) == 3
+    with psycopg.connect(club_url) as conn:
+        dbt_set = _eligibility(conn)
+        engine_set = _selected(conn, rules, D1, settings)
+        for value in values:  # each literal dbt ran holds the very value the rule engine binds
+            literal = render_condition(Compiled(sql.SQL("%s"), [value]))
+            assert "__lifecycle_ref__" not in literal
+            cast = "::text[]" if isinstance(value, list) else "::text"
+            assert conn.execute(f"select {literal}{cast}").fetchone()[0] == value
+    assert dbt_set == engine_set
+    assert {phase for _, phase, _ in dbt_set} == {"retention"}
 
 
 def test_history_spells_over_three_consecutive_days(club_url, tmp_path):

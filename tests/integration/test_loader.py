@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from lifecycle.data.contract import CONTRACT
 from lifecycle.data.generator import generate
-from lifecycle.data.loader import LoadError, _check_decimal, _check_timestamp, load_dir
+from lifecycle.data.loader import LoadError, load_dir
+from lifecycle.data.values import check_decimal, check_timestamp
 
 Rows = list[list[str]]
 
@@ -366,6 +367,46 @@ CASES = [
     ("unknown service category",
      lambda f: set_cell(f, "services.csv", 2, "category", "upsell"),
      ("services.csv", 3, "category", "expected one of addon, cross_sell")),
+    # values Python reads but PostgreSQL (or a later reader) refuses: caught with their line
+    ("offset beyond PostgreSQL's range",
+     lambda f: set_cell(f, "visits.csv", 1, "visited_at", "2025-01-11T08:00:00+20:00"),
+     ("visits.csv", 2, "visited_at", "UTC offset +20:00 is out of range")),
+    ("offset of 16 hours",
+     lambda f: set_cell(f, "consents.csv", 2, "updated_at", "2025-02-01T10:00-1600"),
+     ("consents.csv", 3, "updated_at", "UTC offset -1600 is out of range")),
+    ("offset with 60 minutes",
+     lambda f: set_cell(f, "purchases.csv", 1, "purchased_at", "2025-01-12T18:45+00:60"),
+     ("purchases.csv", 2, "purchased_at", "UTC offset +00:60 is out of range")),
+    ("offset beyond range where a date is allowed",
+     lambda f: set_cell(f, "customers.csv", 2, "created_at", "2025-01-06T10:00:00+23:00"),
+     ("customers.csv", 3, "created_at", "UTC offset +23:00 is out of range")),
+    ("timestamp before year 1 in UTC",
+     lambda f: set_cell(f, "visits.csv", 2, "visited_at", "0001-01-01T00:30:00+01:00"),
+     ("visits.csv", 3, "visited_at", "out of range")),
+    ("timestamp after year 9999 in UTC",
+     lambda f: set_cell(f, "visits.csv", 2, "visited_at", "9999-12-31T23:00:00-05:00"),
+     ("visits.csv", 3, "visited_at", "out of range")),
+    ("date-only created_at at the edge of time",
+     lambda f: set_cell(f, "customers.csv", 2, "created_at", "0001-01-01"),
+     ("customers.csv", 3, "created_at", "out of range")),
+    ("year 0",
+     lambda f: set_cell(f, "memberships.csv", 1, "purchased_on", "0000-01-10"),
+     ("memberships.csv", 2, "purchased_on", "not a valid calendar date")),
+    ("year 10000",
+     lambda f: set_cell(f, "memberships.csv", 1, "ends_on", "10000-01-09"),
+     ("memberships.csv", 2, "ends_on", "not a date")),
+    ("February 30th in a timestamp",
+     lambda f: set_cell(f, "visits.csv", 1, "visited_at", "2024-02-30T08:00:00+02:00"),
+     ("visits.csv", 2, "visited_at", "not a valid date and time")),
+    ("price over numeric(12, 2)",
+     lambda f: set_cell(f, "memberships.csv", 1, "price", "123456789012"),
+     ("memberships.csv", 2, "price", "too large")),
+    ("digits PostgreSQL does not read",
+     lambda f: set_cell(f, "memberships.csv", 1, "price", "\u0661\u0662\u0663"),
+     ("memberships.csv", 2, "price", "not a number")),
+    ("full-width digits",
+     lambda f: set_cell(f, "purchases.csv", 1, "amount", "\uff11\uff15\uff10"),
+     ("purchases.csv", 2, "amount", "not a number")),
 ]
 
 
@@ -475,6 +516,69 @@ def test_long_values_are_truncated_in_errors(loaded: str, tmp_path: Path) -> Non
     assert err.errors[0].value is not None and len(err.errors[0].value) <= 60
 
 
+def test_errors_mask_phones_and_emails(loaded: str, tmp_path: Path) -> None:
+    """Every echoed row, line, value or column name has its contacts masked."""
+    files = good_set()
+    files["customers.csv"].append(["C4", "Ivan", "ivan.petrenko@example.com", "+380501112233"])
+    files["customers.csv"].append(
+        ["C5", "Ann", "+380671234500", "ann.k@example.org", "", "anna@example.net"]
+    )
+    set_cell(files, "visits.csv", 1, "customer_id", "olga.shevchenko@example.com")
+    set_cell(files, "visits.csv", 2, "customer_id", "+380931234567")
+    write_set(tmp_path, files)
+    (tmp_path / "purchases.csv").write_bytes(
+        b"purchase_id,customer_id,service,purchased_at,amount\n"
+        b"P1,C1,x\x00 petro@example.com +380441234567,2025-01-12T18:45:00+02:00,150\n"
+    )
+    (tmp_path / "services.csv").write_text("olena@example.com,+380671234567\n")
+    err = reject(loaded, tmp_path)
+    text = str(err)
+    for contact in ("ivan.petrenko@example.com", "+380501112233", "+380671234500",
+                    "ann.k@example.org", "anna@example.net", "olga.shevchenko@example.com",
+                    "+380931234567", "petro@example.com", "+380441234567",
+                    "olena@example.com", "+380671234567"):
+        assert contact not in text, contact
+    found = {(e.file, e.line, e.column): e.value for e in err.errors}
+    assert found[("customers.csv", 5, None)] == "C4,Ivan,i***@example.com,+380*******33"
+    assert found[("customers.csv", 6, "created_at")] == "a***@example.net"
+    assert found[("visits.csv", 2, "customer_id")] == "o***@example.com"
+    assert found[("visits.csv", 3, "customer_id")] == "+380*******67"
+    assert "p***@example.com +380*******67" in found[("purchases.csv", 2, None)]
+    assert ("services.csv", 1, "o***@example.com") in found
+    assert ("services.csv", 1, "+380*******67") in found
+    assert (
+        "customers.csv line 5, value 'C4,Ivan,i***@example.com,+380*******33': "
+        "has 4 values, the header has 6"
+    ) in text
+
+
+def test_an_unterminated_quote_is_reported_where_it_opens(loaded: str, tmp_path: Path) -> None:
+    before = snapshot(loaded)
+    files = good_set()
+    visits = files["visits.csv"]
+    visits += [[f"V{i}", "C1", "2025-01-11T08:00:00+02:00"] for i in range(5, 40)]
+    write_set(tmp_path, files)
+    lines = (tmp_path / "visits.csv").read_text().splitlines(keepends=True)
+    lines[5] = lines[5].replace(",C1,", ',"C1,', 1)  # line 6 opens a quote never closed
+    (tmp_path / "visits.csv").write_text("".join(lines))
+    # and a quote so long it hits the csv module's field limit before the end of the file
+    purchases = files["purchases.csv"]
+    purchases += [[f"P{i}", "C1", "solarium", "2025-01-12T18:45:00+02:00", "150"]
+                  for i in range(3, 3000)]
+    purchases[3][2] = '"solarium'
+    with (tmp_path / "purchases.csv").open("w") as f:
+        f.writelines(",".join(row) + "\n" for row in purchases)
+    err = reject(loaded, tmp_path)
+    found = [(e.file, e.line, e.column) for e in err.errors]
+    assert found == [("visits.csv", 6, "customer_id"), ("purchases.csv", 4, "service")], str(err)
+    assert "a quote opened here (character 4 of the line) is never closed" in err.errors[0].reason
+    assert "runs on to the end of the file" in err.errors[0].reason
+    assert "a quote opened here (character 7 of the line)" in err.errors[1].reason
+    assert "runs on to a later line" in err.errors[1].reason
+    assert "visits.csv line 6, column customer_id" in str(err)
+    assert snapshot(loaded) == before
+
+
 def test_not_a_directory(fresh_db: str, tmp_path: Path) -> None:
     err = reject(fresh_db, tmp_path / "nope")
     assert "not a directory" in err.errors[0].reason
@@ -490,7 +594,8 @@ def timestamp_texts(draw) -> tuple[str, bool]:
     sep = draw(st.sampled_from(["T", " "]))
     seconds = draw(st.sampled_from(["", ":%S", ":%S.%f"]))
     text = dt.strftime(f"%Y-%m-%d{sep}%H:%M{seconds}")
-    minutes = draw(st.integers(-14 * 60, 14 * 60))
+    # Python reads offsets up to 23:59, PostgreSQL up to 15:59
+    minutes = draw(st.integers(-(23 * 60 + 59), 23 * 60 + 59))
     sign = "-" if minutes < 0 else "+"
     hh, mm = divmod(abs(minutes), 60)
     style = draw(st.sampled_from(["Z", "hh", "hhmm", "hh:mm", "none"]))
@@ -505,13 +610,17 @@ def test_timestamps_the_loader_accepts_mean_the_same_to_postgres(
     server_url: str, case: tuple[str, bool]
 ) -> None:
     text, has_offset = case
-    problem = _check_timestamp(text)
+    problem = check_timestamp(text)
     if not has_offset:
         assert problem == "has no UTC offset"
         return
-    assert problem is None
     with psycopg.connect(server_url) as conn:
         conn.execute("set timezone = 'UTC'")
+        if problem is not None:  # only an offset PostgreSQL refuses too
+            assert "UTC offset" in problem and "out of range" in problem
+            with pytest.raises(psycopg.errors.InvalidTimeZoneDisplacementValue):
+                conn.execute("select %s::text::timestamptz", (text,))
+            return
         (pg,) = conn.execute("select %s::text::timestamptz", (text,)).fetchone()
     assert pg == datetime.fromisoformat(text)
 
@@ -520,6 +629,6 @@ def test_timestamps_the_loader_accepts_mean_the_same_to_postgres(
 @given(text=st.from_regex(r"-?[0-9]{1,12}(\.[0-9]{0,4})?", fullmatch=True))
 def test_amounts_the_loader_accepts_fit_the_table(server_url: str, text: str) -> None:
     with psycopg.connect(server_url) as conn:
-        if _check_decimal(text) is None:
+        if check_decimal(text) is None:
             (pg,) = conn.execute("select %s::text::numeric(12, 2)", (text,)).fetchone()
             assert pg == Decimal(text) and pg >= 0

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lifecycle.data.contract import CONTRACT, FILES, ColumnType, contract_markdown, file_spec
-from lifecycle.data.loader import value_check
+from lifecycle.data.values import value_check
 
 
 def schema_tables() -> dict[str, dict[str, str]]:

@@ -167,3 +167,22 @@ def test_a_relation_dbt_builds_becomes_a_ref_marker():
         "and _sp.last_purchased_on > customer_facts.as_of_date - 90::integer), false))"
     )
     assert "somewhere" not in condition
+
+
+def test_a_value_spelling_a_ref_marker_never_reads_as_one():
+    """Only the compiler writes __lifecycle_ref__: the dbt model replaces every occurrence."""
+    text = ODD_RULES.replace('"NULL"', '"__lifecycle_ref__customer_service_purchases__"').replace(
+        "service: massage, within_days: 90}}",
+        "service: massage, within_days: 90}}\n"
+        "        - {field: product, ne: 'it''s __lifecycle_ref__nope__'}\n"
+        "        - {field: timezone, not_in: ['back\\\\slash __lifecycle_ref__x__']}",
+    )
+    rules = parse_rules(text, "odd.yml")
+    retention, cross_sell = (p["steps"][0]["condition"] for p in phase_config(rules)["phases"])
+    assert "__lifecycle_ref__" not in retention
+    assert cross_sell.count("__lifecycle_ref__") == 1
+    assert cross_sell.count("__lifecycle_ref__customer_service_purchases__ _sp ") == 1
+    nope = "\\x5f\\x5flifecycle\\x5fref\\x5f\\x5fnope\\x5f\\x5f"
+    assert f"\"product\" <> E'it''s {nope}'" in cross_sell
+    assert "any(E'{\"back" in cross_sell
+    assert "slash \\x5f\\x5flifecycle\\x5fref\\x5f\\x5fx\\x5f\\x5f\"}')" in cross_sell

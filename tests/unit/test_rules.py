@@ -409,3 +409,27 @@ def test_cli_validate_json_and_schema(tmp_path):
     assert ok.exit_code == 0 and "ok (5 enabled phases, 7 steps)" in ok.output
     schema = CliRunner().invoke(cli, ["rules", "schema"])
     assert schema.exit_code == 0 and schema.output == SCHEMA.read_text()
+
+
+def test_a_rules_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    big = tmp_path / "phases.yml"
+    big.write_text(TEXT + "#" * 2_000_000 + "\n")
+    size = big.stat().st_size
+    with pytest.raises(RulesInvalid) as exc:
+        load_rules(big)  # the default limit, 1 000 000 bytes
+    (error,) = exc.value.errors
+    assert error.file == str(big)
+    assert f"{size:,} bytes".replace(",", " ") in error.message
+    assert "the limit is 1 000 000 bytes" in error.message
+    assert str(big) in str(exc.value) and "LIFECYCLE_RULES_FILE_MAX_BYTES" in str(exc.value)
+    # the setting moves the limit; the file at the limit itself still loads
+    monkeypatch.setenv("LIFECYCLE_RULES_FILE_MAX_BYTES", str(size))
+    assert len(load_rules(big).phases) == 5
+    with pytest.raises(RulesInvalid, match="the limit is 1 000 bytes"):
+        load_rules(big, max_bytes=1000)
+
+
+def test_a_rules_file_that_never_ends_is_read_up_to_the_limit_only(tmp_path):
+    """A device or pipe has no size to stat: reading stops one byte past the limit."""
+    with pytest.raises(RulesInvalid, match="more than 1 000 bytes, the limit is 1 000 bytes"):
+        load_rules("/dev/zero", max_bytes=1000)

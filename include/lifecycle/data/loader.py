@@ -14,34 +14,30 @@ from __future__ import annotations
 
 import csv
 import difflib
-import re
 import time
-import zoneinfo
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from functools import cache
 from pathlib import Path
 from typing import TextIO
 
 import psycopg
 from psycopg import sql
 
-from lifecycle.data.contract import CONTRACT, FILES, Column, ColumnType, FileSpec
+from lifecycle.data.contract import CONTRACT, FILES, FileSpec
+from lifecycle.data.values import (
+    check_date,
+    masked,
+    masked_row,
+    open_quote,
+    value_check,
+)
+from lifecycle.logs import mask_text
 from lifecycle.settings import get_settings
 from lifecycle.warehouse.migrations import migrate
 from lifecycle.warehouse.server import connect
 
 CUSTOMERS = "customers.csv"
-VALUE_WIDTH = 60  # longest value quoted back in an error
 NOT_UTF8 = "not valid UTF-8; save the file as UTF-8"
-
-# Only forms PostgreSQL reads the same way as Python: YYYY-MM-DD[T ]HH:MM[:SS[.ffffff]]+offset.
-_TIMESTAMP = re.compile(
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)"
-)
-_TIMESTAMP_NO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?")
-_NUMBER = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -151,94 +147,6 @@ class _Issues:
         return LoadError(shown, self.total - len(shown), source)
 
 
-def _trunc(value: str) -> str:
-    return value if len(value) <= VALUE_WIDTH else value[: VALUE_WIDTH - 1] + "…"
-
-
-# -- value checks: each returns None when the value is valid, else what is wrong --------------
-
-
-def _check_date(value: str) -> str | None:
-    if len(value) != 10 or value[4] != "-" or value[7] != "-":
-        return "not a date"
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return "not a valid calendar date"
-    return None
-
-
-def _check_timestamp(value: str) -> str | None:
-    if not _TIMESTAMP.fullmatch(value):
-        if _TIMESTAMP_NO_OFFSET.fullmatch(value) or _check_date(value) is None:
-            return "has no UTC offset"
-        return "not a timestamp"
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return "not a valid date and time"
-    return None
-
-
-def _check_date_or_timestamp(value: str) -> str | None:
-    if len(value) == 10:
-        return _check_date(value)
-    return _check_timestamp(value)
-
-
-def _check_decimal(value: str) -> str | None:
-    m = _NUMBER.fullmatch(value)
-    if m is None:
-        return "not a number"
-    sign, whole, frac = m.groups()
-    if sign and (whole.strip("0") or (frac or "").strip("0")):
-        return "negative"
-    if frac is not None and len(frac) > 2:
-        return "has more than 2 decimals"
-    if len(whole.lstrip("0")) > 10:
-        return "too large"
-    return None
-
-
-def _check_boolean(value: str) -> str | None:
-    return None if value in ("true", "false") else "not true or false"
-
-
-@cache
-def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
-def _check_timezone(value: str) -> str | None:
-    return None if value in _zones() else "not an IANA time zone name"
-
-
-def _enum_check(choices: tuple[str, ...]) -> Callable[[str], str | None]:
-    allowed = frozenset(choices)
-
-    def check(value: str) -> str | None:
-        return None if value in allowed else "not an allowed value"
-
-    return check
-
-
-_CHECKS: dict[ColumnType, Callable[[str], str | None]] = {
-    ColumnType.DATE: _check_date,
-    ColumnType.TIMESTAMP: _check_timestamp,
-    ColumnType.DATE_OR_TIMESTAMP: _check_date_or_timestamp,
-    ColumnType.DECIMAL: _check_decimal,
-    ColumnType.BOOLEAN: _check_boolean,
-    ColumnType.TIMEZONE: _check_timezone,
-}
-
-
-def value_check(column: Column) -> Callable[[str], str | None] | None:
-    """The check for a non-empty value of ``column``; None if any text is valid."""
-    if column.type is ColumnType.ENUM:
-        return _enum_check(column.choices)
-    return _CHECKS.get(column.type)
-
-
 # -- staging ------------------------------------------------------------------------------
 
 
@@ -259,8 +167,8 @@ def _lines(f: TextIO, name: str, issues: _Issues) -> Iterator[str]:
     # Python's csv accepts NUL; PostgreSQL text does not. Report and drop it.
     for n, line in enumerate(f, start=1):
         if "\x00" in line:
-            shown = _trunc(line.rstrip("\r\n").replace("\x00", "\\0"))
-            issues.add(LoadIssue(name, n, None, shown, "contains a NUL byte (\\0); remove it"))
+            text = masked(line.rstrip("\r\n").replace("\x00", "\\0"))
+            issues.add(LoadIssue(name, n, None, text, "contains a NUL byte (\\0); remove it"))
             line = line.replace("\x00", "")
         yield line
 
@@ -284,6 +192,33 @@ def _bad_encoding_line(path: Path) -> int:
     return 0
 
 
+def _csv_issue(
+    name: str, path: Path, start: int, line: int, header: list[str] | None, error: csv.Error
+) -> LoadIssue:
+    """A CSV syntax error; a quote never closed is reported where it opened.
+
+    The csv module reads an unclosed quote to the end of the file (or to its field size
+    limit), so its own line is where it gave up: the record's start (``start``) is scanned for
+    the quote instead.
+    """
+    fix = ("quote values that hold commas, quotes or line breaks, and double any quote inside "
+           "a quoted value")
+    opened = open_quote(path, start)
+    if opened is None:
+        return LoadIssue(name, line, None, None, f"not valid CSV ({error}); {fix}")
+    at, char, field = opened
+    column = header[field] if header is not None and field < len(header) else None
+    where = f"character {char} of the line"
+    if column is None:
+        where += f", value {field + 1} of the row"
+    return LoadIssue(
+        name, at, column, None,
+        f"not valid CSV: a quote opened here ({where}) is never closed, so the value runs "
+        f"on to {'the end of the file' if 'end of data' in str(error) else 'a later line'} "
+        f"({error}); close the quote, or {fix}",
+    )
+
+
 def _check_header(
     spec: FileSpec, header: list[str], issues: _Issues
 ) -> bool:
@@ -292,14 +227,15 @@ def _check_header(
     seen: set[str] = set()
     for i, name in enumerate(header):
         if name in seen:
-            issues.add(LoadIssue(spec.name, 1, name, None, "column appears twice in the header"))
+            issues.add(LoadIssue(spec.name, 1, masked(name), None,
+                                 "column appears twice in the header"))
             ok = False
         seen.add(name)
         if name not in spec.column_names:
             close = difflib.get_close_matches(name, spec.column_names, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
             reason = f"unknown column (position {i + 1}); {hint}the columns are: {valid}"
-            issues.add(LoadIssue(spec.name, 1, name, None, reason))
+            issues.add(LoadIssue(spec.name, 1, masked(name), None, reason))
             ok = False
     for name in spec.required_columns:
         if name not in seen:
@@ -332,7 +268,7 @@ def _stage(
             )
             return staged
         except csv.Error as e:
-            issues.add(LoadIssue(name, 1, None, None, f"not valid CSV ({e})"))
+            issues.add(_csv_issue(name, path, 1, 1, None, e))
             return staged
         except UnicodeDecodeError:
             issues.add(LoadIssue(name, _bad_encoding_line(path) or None, None, None, NOT_UTF8))
@@ -390,7 +326,7 @@ def _copy_rows(
                 if not row:
                     continue  # blank line
                 if len(row) != width:
-                    add(LoadIssue(name, line, None, _trunc(",".join(row)),
+                    add(LoadIssue(name, line, None, masked_row(row, cols),
                                   f"has {len(row)} values, the header has {width}"))
                     continue
                 if "" in row:
@@ -403,12 +339,12 @@ def _copy_rows(
                     if value:
                         problem = check(value)
                         if problem is not None:
-                            add(LoadIssue(name, line, col.name, _trunc(value),
+                            add(LoadIssue(name, line, col.name, masked(value, col),
                                           f"{problem}; expected {col.expected}"))
                 if span is not None:
                     starts, ends = row[span[0]], row[span[1]]
                     # ISO dates compare as strings; only meaningful when both are valid.
-                    if ends < starts and _check_date(starts) is None and _check_date(ends) is None:
+                    if ends < starts and check_date(starts) is None and check_date(ends) is None:
                         add(LoadIssue(name, line, "ends_on", ends,
                                       f"before starts_on ({starts}); expected a date on or "
                                       "after starts_on"))
@@ -422,9 +358,7 @@ def _copy_rows(
                 write(row)
                 rows += 1
         except csv.Error as e:
-            add(LoadIssue(name, reader.line_num, None, None,  # type: ignore[attr-defined]
-                          f"not valid CSV ({e}); quote values that hold commas, quotes or "
-                          "line breaks, and double any quote inside a quoted value"))
+            add(_csv_issue(name, path, prev + 1, reader.line_num, header, e))  # type: ignore[attr-defined]
             return False
         except UnicodeDecodeError:
             add(LoadIssue(name, _bad_encoding_line(path) or None, None, None, NOT_UTF8))
@@ -461,7 +395,7 @@ def _check_customers(
         found = conn.execute(query, (issues.cap,)).fetchall()
         for line, customer, _ in found:
             issues.add(LoadIssue(
-                st.spec.name, line, "customer_id", _trunc(customer),
+                st.spec.name, line, "customer_id", masked(customer),
                 "unknown customer; expected a customer_id listed in customers.csv or "
                 "already in the warehouse",
             ))
@@ -487,7 +421,7 @@ def _check_duplicates(conn: psycopg.Connection, st: _Staged, issues: _Issues) ->
         total = int(group_total)
         for line in lines[1:]:
             issues.add(LoadIssue(
-                st.spec.name, line, ", ".join(st.spec.key), _trunc(", ".join(values)),
+                st.spec.name, line, ", ".join(st.spec.key), masked(", ".join(values)),
                 f"duplicate: the same {' + '.join(st.spec.key)} is on line {lines[0]}; "
                 "expected each to appear once per file",
             ))
@@ -611,6 +545,7 @@ def load_dir(
             raise issues.error(source) from None
         except psycopg.errors.DataError as e:
             issues.add(LoadIssue(source, None, None, None,
-                                 f"the warehouse refused a value: {e.diag.message_primary}"))
+                                 "the warehouse refused a value: "
+                                 + mask_text(e.diag.message_primary or "")))
             raise issues.error(source) from None
     return LoadReport(path, files, time.perf_counter() - started, ignored)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,37 @@ from lifecycle.rules.yamldoc import DocumentTooLarge, compose_with_marks, locate
 # --------------------------------------------------------------------------- loading
 
 
-def load_rules(path: Path | str, *, schema: str | None = None) -> Rules:
-    """Read and validate a rules file; raise RulesInvalid with every error found."""
+def _size(n: int) -> str:
+    return f"{n:,} bytes".replace(",", " ")
+
+
+def load_rules(
+    path: Path | str, *, schema: str | None = None, max_bytes: int | None = None
+) -> Rules:
+    """Read and validate a rules file; raise RulesInvalid with every error found.
+
+    A file over ``max_bytes`` (default: settings.rules_file_max_bytes) is refused before it
+    is read whole: at most ``max_bytes`` + 1 bytes are ever read.
+    """
     path = Path(path)
     name = str(path)
+    if max_bytes is None:
+        from lifecycle.settings import get_settings
+
+        max_bytes = get_settings().rules_file_max_bytes
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = b"" if size > max_bytes else f.read(max_bytes + 1)
+        if size > max_bytes or len(data) > max_bytes:
+            found = _size(size) if size > max_bytes else f"more than {_size(max_bytes)}"
+            raise RulesInvalid([RuleError(
+                name, None, None, ROOT,
+                f"the file is too large: {found}, the limit is {_size(max_bytes)} "
+                "(LIFECYCLE_RULES_FILE_MAX_BYTES); a rules file is a few kilobytes of YAML",
+                found=found, valid=f"at most {_size(max_bytes)}",
+            )])
+        text = data.decode("utf-8")
     except OSError as exc:
         raise RulesInvalid(
             [RuleError(name, None, None, ROOT, f"cannot read the file: {exc.strerror or exc}")]

@@ -198,7 +198,7 @@ def build(
     """
     settings = settings or get_settings()
     if rules is None:
-        rules = load_rules(settings.rules_path)
+        rules = load_rules(settings.rules_path, max_bytes=settings.rules_file_max_bytes)
     args = ["build"]
     if select:
         args += ["--select", *([select] if isinstance(select, str) else select)]

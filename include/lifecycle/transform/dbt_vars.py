@@ -47,6 +47,7 @@ END_MARKER = "  # END generated lifecycle_phases"
 # Relations a condition may read besides customer_facts: dbt models, referenced with ref().
 DBT_RELATIONS = frozenset({SERVICE_PURCHASES_RELATION})
 REF_MARKER = "__lifecycle_ref__{}__"
+_REF_PREFIX = REF_MARKER.split("{")[0]
 
 # A JSON string literal (with its escapes), for escaping braces inside strings only.
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -63,6 +64,29 @@ def _sql_text(part: sql.Composable) -> str:
                 # dbt resolves it with ref(): lineage orders the build, unit tests can mock it
                 return REF_MARKER.format(relation)
     return text
+
+
+def _literal(value: Any) -> str:
+    """``value`` as a SQL literal whose text never contains a ref marker.
+
+    A value may spell a marker (``__lifecycle_ref__...``): the dbt model would then replace
+    it inside the literal. Such a literal is written as an escape string (``E'...'``) with every
+    ``_`` as ``\\x5f``: the same value to PostgreSQL, so ``__lifecycle_ref__`` in the rendered
+    condition only ever is a marker this module put there.
+    """
+    text = sql.Literal(value).as_string(None).strip()
+    if _REF_PREFIX not in text:
+        return text
+    # psycopg writes a string (or a list's array text) as '...' or E'...', quotes doubled,
+    # maybe followed by a cast (::date); only the quoted part changes.
+    close = text.rindex("'")
+    if text.startswith("E'"):
+        body = text[2:close]
+    elif text.startswith("'"):
+        body = text[1:close].replace("\\", "\\\\")  # backslashes are escapes in E'...'
+    else:
+        raise ValueError(f"unexpected SQL literal for a value: {text[:60]}")
+    return "E'" + body.replace("_", "\\x5f") + text[close:]
 
 
 def render_condition(condition: Compiled) -> str:
@@ -84,7 +108,7 @@ def render_condition(condition: Compiled) -> str:
         )
     out = [pieces[0]]
     for value, piece in zip(condition.params, pieces[1:], strict=True):
-        out.append(sql.Literal(value).as_string(None).strip())
+        out.append(_literal(value))
         out.append(piece)
     return "".join(out)
 
