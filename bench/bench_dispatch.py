@@ -33,6 +33,7 @@ from sendgrid import SendGridAPIClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from lifecycle.delivery import dispatch as dispatch_module
 from lifecycle.delivery.dispatch import dispatch
 from lifecycle.delivery.transports import get_transport
 from lifecycle.settings import Settings
@@ -102,14 +103,34 @@ def plan_rows(url: str, channel: str, n: int) -> None:
         conn.execute("analyze ops.outbox")
 
 
+class _Unfenced:
+    """In place of the dispatcher's hand-over checks: none (the transports then send without
+    asking). Only to measure what the fence costs, in the same run; never how we send."""
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    def for_batch(self, _batch_id: int) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 def run_dispatcher(url: str, standin: Standin, channel: str, n: int,
-                   rates: dict[str, float]) -> dict:
+                   rates: dict[str, float], fenced: bool = True) -> dict:
     plan_rows(url, channel, n)
     standin.reset()
     settings = Settings(transport="standin", standin_url=standin.url, **rates)
     transport = get_transport("standin", url, settings)
     server_cpu0, cpu0, t0 = standin.cpu_s(), time.process_time(), time.perf_counter()
-    report = dispatch(url, transport, now=T0, channel=channel, settings=settings)
+    checks = dispatch_module.HandOvers
+    if not fenced:
+        dispatch_module.HandOvers = _Unfenced
+    try:
+        report = dispatch(url, transport, now=T0, channel=channel, settings=settings)
+    finally:
+        dispatch_module.HandOvers = checks
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     transport.close()
     stats = standin.stats()
@@ -162,6 +183,18 @@ def run_baseline(standin: Standin, channel: str, n: int) -> dict:
             "accepted": standin.stats()["twilio" if channel == "sms" else "sendgrid"]["messages"]}
 
 
+def print_fence_cost(url: str, standin: Standin, channel: str, n: int, rounds: int = 3) -> None:
+    """Fenced and unfenced runs of the same size, alternated; the median of each."""
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for fenced in (False, True):
+            runs[fenced].append(run_dispatcher(url, standin, channel, n, HIGH, fenced)["msg_per_s"])
+    fenced, unfenced = (sorted(runs[f])[rounds // 2] for f in (True, False))
+    print(f"{channel:<6} fence cost {label(n):>4}: fenced {fenced:,.0f} msg/s, without the "
+          f"hand-over checks {unfenced:,.0f} msg/s ({(fenced / unfenced - 1) * 100:+.1f}%; "
+          f"medians of {rounds} alternated runs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10k", help="messages per run, e.g. 10k,1M")
@@ -173,6 +206,9 @@ def main() -> None:
     ap.add_argument("--email-limit", type=float, default=10.0, help="low limit, requests/s")
     ap.add_argument("--limit-seconds", type=float, default=30.0,
                     help="how long each low-limit run sends")
+    ap.add_argument("--fence-cost", action="store_true",
+                    help="also run each dispatch without the hand-over checks, alternating "
+                         "fenced and unfenced runs, to print what the fence costs")
     args = ap.parse_args()
     channels = args.channels.split(",")
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python "
@@ -190,6 +226,8 @@ def main() -> None:
                           f"{b['msg_per_s']:,.0f} msg/s, {b['cpu_us_per_msg']:,.0f} us CPU/msg,"
                           f" accepted {b['accepted']}")
                     for n in (parse_size(s) for s in args.sizes.split(",")):
+                        if args.fence_cost:
+                            print_fence_cost(url, standin, channel, n)
                         r = run_dispatcher(url, standin, channel, n, HIGH)
                         print(f"{channel:<6} dispatch {label(n):>4}: {r['msg_per_s']:,.0f} msg/s "
                               f"({r['wall_s']:.1f} s, x{r['msg_per_s'] / b['msg_per_s']:.0f} "

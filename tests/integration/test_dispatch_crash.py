@@ -130,7 +130,8 @@ def test_two_dispatchers_draining_one_outbox_never_overlap(fresh_db):
 
 
 def test_a_lapsed_claim_is_planned_again_unless_it_was_handed_over(fresh_db):
-    from lifecycle.delivery.dispatch import claim, expire_and_recover, hand_over
+    from lifecycle.delivery.dispatch import claim
+    from lifecycle.delivery.leases import expire_and_recover, hand_over
 
     _plan_rows(fresh_db, 6)
     lease = timedelta(seconds=LEASE)

@@ -40,7 +40,7 @@ def test_a_dispatcher_frozen_past_its_lease_sends_nothing_of_its_claim(fresh_db)
     plan_rows(fresh_db, n, day=now.date(), send_at=now - timedelta(minutes=1))
     # 30 segments/s shared: each holds a batch and the next one claimed while it sends
     settings = {"dispatch_lease_seconds": lease, "twilio_segments_per_s": 30.0,
-                "provider_timeout_s": 5}
+                "dispatch_batch_size": 20, "provider_timeout_s": 5}
     with StandinServer() as server:
         settings["standin_url"] = server.url
         server.provider.configure(latency_ms=20)
@@ -67,18 +67,22 @@ def test_a_dispatcher_frozen_past_its_lease_sends_nothing_of_its_claim(fresh_db)
 
 def test_eight_dispatchers_on_one_low_rate_with_a_short_lease(fresh_db):
     """A slow shared rate, long texts (2 segments) and a 2 s lease: batches wait for the rate
-    longer than the lease unless their leases are kept alive and their size counts segments."""
+    longer than the lease unless their leases are kept alive and their size counts segments;
+    each dispatcher that joins later settles the lapsed claims it finds."""
     n = 240
     now = datetime.now(UTC)
     # 170 GSM-7 characters: 2 segments each
     plan_rows(fresh_db, n, day=now.date(), send_at=now - timedelta(minutes=1),
               body="Message {i:04d} " + "x" * 155)
     settings = {"dispatch_lease_seconds": 2, "twilio_segments_per_s": 60.0,
-                "dispatch_batch_s": 30.0, "provider_timeout_s": 5}
+                "dispatch_batch_size": 20, "dispatch_batch_s": 30.0, "provider_timeout_s": 5}
     with StandinServer() as server:
         settings["standin_url"] = server.url
         server.provider.configure(latency_ms=30)
-        procs = [start(fresh_db, settings, "wall") for _ in range(8)]
+        procs = []
+        for _ in range(8):  # one joins every second, as scheduled dispatchers do
+            procs.append(start(fresh_db, settings, "wall"))
+            time.sleep(1.0)
         reports = [finish(p) for p in procs]
         accepted = accepted_ids(server)
     dupes = {i: c for i, c in Counter(accepted).items() if c > 1}
@@ -94,7 +98,7 @@ def test_fifty_kills_over_a_day_with_provider_faults(fresh_db):
     """50+ SIGKILLs at random points while the provider answers 429/5xx, times out and cuts
     connections: no message twice, every row accounted for, and each kill strands (leaves
     unknown without the provider having taken it) at most the rows of its requests in flight."""
-    from lifecycle.delivery.dispatch import LEASE_LOST, expire_and_recover
+    from lifecycle.delivery.leases import LEASE_LOST, expire_and_recover
 
     rng = random.Random(7)
     n = 3000
