@@ -145,7 +145,7 @@ def lifecycle_daily():
             # dbt runs in the task's process: its behaviour flags must not walk the stack
             # (lifecycle.transform.dbt.cheap_behavior_flag_source: a third of a demo day by day 10)
             "pre_execute": before_dbt_task,
-            # The phases come from the rules file validated by this run (DESIGN.md #1).
+            # The phases come from the rules file validated by this run (docs/architecture.md #1).
             "vars": {"as_of_date": "{{ ds }}", "lifecycle_phases": PHASES_FROM_VALIDATE_RULES,
                      # national phones get the club's calling code (LIFECYCLE_DEFAULT_REGION)
                      "default_country_code": SETTINGS.default_country_code},

@@ -1,7 +1,7 @@
 """Run the lifecycle_daily DAG through Airflow (``dag.test``) for consecutive logical dates.
 
 Used by ``lifecycle demo`` and the integration tests; this file, not the package, imports
-Airflow (DESIGN.md #7). Prints one line per day on stdout, ``RESULT_PREFIX`` then JSON:
+Airflow (docs/architecture.md #7). Prints one line per day on stdout, ``RESULT_PREFIX`` then JSON:
 {"date": ..., "state": ..., "counts": {...}, "seconds": ...}; Airflow's and dbt's own log lines
 are interleaved on the same streams, hence the prefix. Exit status 1 if a day failed.
 

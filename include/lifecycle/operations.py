@@ -1,7 +1,8 @@
 """What the DAGs call besides the day's pipeline: dispatcher shards, the wall-clock drain,
 one-phase and dry runs, catch-up policy and the line a failing task logs.
 
-No Airflow here (DESIGN.md #7): the DAG files wire these functions; the CLI calls the same ones.
+No Airflow here (docs/architecture.md #7): the DAG files wire these functions; the CLI calls the
+same ones.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def validate_rules(settings: Settings | None = None) -> Rules:
 def rules_for_dbt(settings: Settings | None = None) -> str:
     """Validate the rules file and return the ``lifecycle_phases`` dbt var (a JSON string).
 
-    The daily DAG's first task: its XCom is how the dbt tasks get the phases (DESIGN.md #1).
+    The daily DAG's first task: its XCom is how the dbt tasks get the phases
+    (docs/architecture.md #1).
     """
     return phase_vars(validate_rules(settings))[PHASES_VAR]
 

@@ -56,7 +56,7 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
     # planning hands over to lifecycle_dispatch through the outbox Asset
     assert [o.name for o in dag.get_task("plan").outlets] == ["lifecycle_outbox"]
     # dbt builds as of the run's logical date, with the phases validate_rules returned
-    # (DESIGN.md #1: the rules file, never a hand-kept copy)
+    # (docs/architecture.md #1: the rules file, never a hand-kept copy)
     phases_from_xcom = "{{ ti.xcom_pull(task_ids='validate_rules') }}"
     for model in (
         "customer_facts",

@@ -1,8 +1,8 @@
 """dbt's phase eligibility agrees with the rule engine, and the history it feeds holds up.
 
-DESIGN.md #1: the rules file is the one source of truth for phases. dbt gets the windows from
-it through the generated var lifecycle_phases; here the real dbt, on generated data, selects
-exactly the (customer, phase, step) set planning.select_candidates selects, also for a rules
+docs/architecture.md #1: the rules file is the one source of truth for phases. dbt gets the
+windows from it through the generated var lifecycle_phases; here the real dbt, on generated data,
+selects exactly the (customer, phase, step) set planning.select_candidates selects, also for a rules
 file that differs from dbt_project.yml's default. Then three consecutive days build
 customer_lifecycle_history: spells are contiguous, never overlap, sum to customers x days, a
 rerun changes nothing and a rewind rebuilds the same history.

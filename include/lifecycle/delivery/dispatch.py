@@ -110,8 +110,9 @@ def skip_suppressed(conn: psycopg.Connection) -> int:
     row's channel (not committed).
 
     ``last_error`` is the skip reason (opted_out, hard_bounce, spam_complaint, suppressed): an
-    opt-out received after planning stops that day's pending messages (DESIGN.md #4: expired =
-    certainly not sent; the step's key is released, and planning skips while suppressed).
+    opt-out received after planning stops that day's pending messages (docs/architecture.md #4:
+    expired = certainly not sent; the step's key is released, and planning skips while
+    suppressed).
     """
     return conn.execute(_SKIP_SUPPRESSED).rowcount
 

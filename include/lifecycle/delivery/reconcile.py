@@ -1,4 +1,4 @@
-"""Resolve ``unknown`` outbox rows (DESIGN.md #4: unknown -> sent|expired).
+"""Resolve ``unknown`` outbox rows (docs/architecture.md #4: unknown -> sent|expired).
 
 A send whose outcome was ambiguous (a timeout, a cut connection, a lapsed lease) is never re-sent
 blindly. The provider decides. First its own events: any event for the row's outbox id from the

@@ -190,8 +190,8 @@ def build(
 ) -> subprocess.CompletedProcess[str]:
     """``dbt build`` (seeds, models, tests, unit tests) as of ``as_of``; ``select`` narrows it.
 
-    The phases reach dbt from the rules file (DESIGN.md #1): ``rules`` when given, else the
-    settings' rules file, loaded and validated here (RulesInvalid if it is broken).
+    The phases reach dbt from the rules file (docs/architecture.md #1): ``rules`` when given,
+    else the settings' rules file, loaded and validated here (RulesInvalid if it is broken).
     ``dbt_vars`` add or override other vars. The phase unit tests pin the default rules'
     windows (dbt_project.yml's generated default): ``unit_tests=False`` leaves them out, as
     the daily runs do (DAG and ``lifecycle run``), so edited windows never fail a day.

@@ -1,4 +1,6 @@
-"""dbt vars generated from the rules file: dbt's copy of the phase windows (DESIGN.md #1).
+"""dbt vars generated from the rules file: dbt's copy of the phase windows.
+
+One source of truth for phases (docs/architecture.md #1).
 
 dbt models that need to know who is in which phase (``customer_phase_eligibility`` and the
 history and metrics built on it) read one var, ``lifecycle_phases``: a JSON string with every

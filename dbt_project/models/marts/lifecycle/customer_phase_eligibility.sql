@@ -1,6 +1,6 @@
 {#-
     The phase steps each customer is eligible for on D, by the rules file's own conditions:
-    var lifecycle_phases is generated from the validated rules (lifecycle.transform.dbt_vars, DESIGN.md
+    var lifecycle_phases is generated from the validated rules (lifecycle.transform.dbt_vars, docs/architecture.md
     #1), each step's condition our compiler's SQL over customer_facts columns. Names and
     numbers are checked here too, so a hand-passed var cannot smuggle text into them.
 -#}

@@ -1,4 +1,4 @@
-"""Transports behind one interface (DESIGN.md #5): sandbox, standin, live."""
+"""Transports behind one interface (docs/architecture.md #5): sandbox, standin, live."""
 
 from __future__ import annotations
 

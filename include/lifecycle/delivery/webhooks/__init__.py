@@ -1,7 +1,7 @@
 """Provider webhooks: signed SendGrid events, Twilio status callbacks and inbound SMS.
 
 ``create_app()`` is the FastAPI app Airflow's api-server mounts (plugins/lifecycle_webhooks.py)
-and ``lifecycle webhooks serve`` runs alone. No Airflow import here (DESIGN.md #7).
+and ``lifecycle webhooks serve`` runs alone. No Airflow import here (docs/architecture.md #7).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ create table if not exists raw.customers (
     _loaded_at   timestamptz not null default now()
 );
 
--- Columns added after a table first shipped (contract grows compatibly, DESIGN.md #8).
+-- Columns added after a table first shipped (contract grows compatibly, docs/architecture.md #8).
 alter table raw.customers add column if not exists club_id text not null default 'main';
 
 create table if not exists raw.memberships (
@@ -73,7 +73,7 @@ create table if not exists raw.services (
 create table if not exists ops.outbox (
     outbox_id      bigserial primary key,
     -- customer|phase|step|cycle: a phase step is sent at most once per membership cycle,
-    -- whatever day it is planned on (DESIGN.md #4).
+    -- whatever day it is planned on (docs/architecture.md #4).
     message_key    text not null,
     plan_date      date not null,
     customer_id    text not null,
