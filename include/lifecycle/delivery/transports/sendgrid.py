@@ -242,6 +242,9 @@ class SendGridTransport:
             # its turn, never right behind a late one (what a provider's limit sees); the
             # pool's threads only speak HTTP.
             self._free.acquire()
+            # The hand-over check runs while this thread waits for the request's turn; the
+            # request waits for its answer, then leaves with only the rows still ours.
+            checking = handover.submit([m.outbox_id for m in group]) if handover else None
             due = None
             if pacer is not None:
                 while not holds.empty():
@@ -251,14 +254,12 @@ class SendGridTransport:
                 delay = due - PREPARE_S - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            if handover is not None:
-                # asked just before the request is made (its turn is milliseconds away): only
-                # the rows still ours go in it
-                allowed = handover([m.outbox_id for m in group])
+            if checking is not None:
+                allowed = checking.result()
+                kept = [(i, m) for i, m in zip(idxs, group, strict=True) if m.outbox_id in allowed]
                 for i, m in zip(idxs, group, strict=True):
                     if m.outbox_id not in allowed:
                         results[i] = NOT_HANDED
-                kept = [(i, m) for i, m in zip(idxs, group, strict=True) if m.outbox_id in allowed]
                 if not kept:
                     self._free.release()
                     continue
