@@ -1,9 +1,15 @@
 # The project baked into the official Airflow image (used by docker-compose.yaml).
+# The build context is the checkout less .dockerignore (no .venv, .lifecycle, .git, .env, caches):
+# the image builds its own dbt manifest below.
 FROM apache/airflow:3.3.2-python3.11
 
 USER root
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
+# Mount points of docker-compose.yaml's named volumes, owned by the airflow user: a new volume
+# takes the ownership of the directory it is mounted on (else root's, and tasks cannot write).
+RUN mkdir -p /opt/lifecycle/reports /opt/airflow/auth /opt/airflow/logs \
+    && chown -R airflow:0 /opt/lifecycle /opt/airflow/auth /opt/airflow/logs
 USER airflow
 
 WORKDIR /opt/lifecycle

@@ -11,7 +11,10 @@ waits for all of them. Planning updates the ``lifecycle_outbox`` Asset, which st
 (``max_active_runs=1``) and build dbt (facts, lifecycle history); with the wall clock, a day
 whose send window has passed (older than ``LIFECYCLE_CATCHUP_MAX_DAYS``, default 0 = before
 today) is not planned: the phase windows catch its customers today, and the outbox keys forbid
-a second send either way.
+a second send either way. Catch-up is bounded: a wall-clock run for a day more than
+``LIFECYCLE_DAILY_CATCHUP_DAYS`` (default 3) before today stops at its first task, so a first
+deploy or a long outage builds at most that many old days. The start date stays fixed (a start
+date that moves with the clock would make scheduling unstable).
 """
 
 from __future__ import annotations
@@ -100,6 +103,17 @@ def _plan_date():
     tags=["lifecycle", "daily"],
 )
 def lifecycle_daily():
+    @task.short_circuit
+    def within_catchup() -> bool:
+        """A wall-clock run for a day older than the catch-up bound stops here: every other
+        task is skipped (nothing built, planned or sent; recorded in ops.runs)."""
+        from lifecycle.operations import skip_old_run
+
+        if get_current_context()["params"]["clock"] != "wall":
+            return True  # a replay (demo, backfill) runs whatever day it is given
+        return skip_old_run(warehouse_url(), _plan_date(), pendulum.now("UTC").date(),
+                            SETTINGS) is None
+
     @task
     def validate_rules() -> str:
         """The rules file's phases as the dbt var lifecycle_phases (small JSON, fine for XCom)."""
@@ -209,6 +223,7 @@ def lifecycle_daily():
 
         return write_day_report(warehouse_url(), _plan_date(), SETTINGS)
 
+    bound = within_catchup()
     rules_ok = validate_rules()
     ready = prepare_warehouse()
     planned = plan()
@@ -219,7 +234,7 @@ def lifecycle_daily():
             channel="email"
         ),
     ]
-    rules_ok >> ready >> dbt >> planned >> send >> sent
+    bound >> rules_ok >> ready >> dbt >> planned >> send >> sent
     summarize(planned, sent) >> report()
 
 

@@ -20,6 +20,7 @@ from lifecycle.pipeline import _run, send_due, validate_rules
 from lifecycle.planning.outbox import plan_day
 from lifecycle.rules.compiled import Rules
 from lifecycle.settings import Settings, get_settings
+from lifecycle.warehouse.migrations import migrate
 
 log = get_logger(__name__)
 
@@ -94,6 +95,35 @@ def skip_stale_day(url: str, plan_date: date, today: date,
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
                      "values (%s, 'plan', now(), 'skipped', %s)",
+                     (plan_date, json.dumps({"reason": why})))
+    log.warning(why)
+    return why
+
+
+def skip_old_run(url: str, plan_date: date, today: date,
+                 settings: Settings | None = None) -> str | None:
+    """Why a wall-clock run for ``plan_date`` must not run at all (None: run it); a skip is
+    recorded in ``ops.runs`` (step catchup, status skipped).
+
+    The bound on catch-up: the DAG's start date stays fixed (scheduling is stable), but a run
+    for a day more than ``daily_catchup_days`` before today builds nothing, plans nothing and
+    sends nothing. So a first deploy (or a week-long outage) costs one short task per old day,
+    not a dbt build each, and today's run is not held up behind months of history. Days within
+    the bound are built as before and planned only within ``catchup_max_days``
+    (``skip_stale_day``). History for skipped days can be rebuilt with the logical clock.
+    """
+    settings = settings or get_settings()
+    late = (today - plan_date).days
+    if late <= settings.daily_catchup_days:
+        return None
+    why = (f"{plan_date} is {late} day(s) before today ({today}): older than the catch-up "
+           f"bound (LIFECYCLE_DAILY_CATCHUP_DAYS={settings.daily_catchup_days}), so nothing is "
+           "built, planned or sent for it; rebuild its history with the logical clock if needed")
+    # The first run of a new deployment may come before any migration: the table must exist.
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
+                     "values (%s, 'catchup', now(), 'skipped', %s)",
                      (plan_date, json.dumps({"reason": why})))
     log.warning(why)
     return why

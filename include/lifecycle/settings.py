@@ -183,7 +183,15 @@ class Settings(BaseSettings):
     )
     daily_start_date: date = Field(
         default=date(2026, 1, 1),
-        description="First logical date of lifecycle_daily; the scheduler catches up from it",
+        description="First logical date of lifecycle_daily; the scheduler catches up from it "
+        "(set it to the deploy day: older days are only skipped, one short task each)",
+    )
+    daily_catchup_days: int = Field(
+        default=3,
+        ge=0,
+        description="With the wall clock, a run for a day more than this many days before "
+        "today is skipped whole at its first task (no dbt build, no plan, no send): a first "
+        "deploy or a long outage catches up at most this many days",
     )
     catchup_max_days: int = Field(
         default=0, description="With the wall clock, a day more than this many days before "

@@ -94,3 +94,19 @@ def test_dispatch_dag_drains_each_channel_in_mapped_shards_within_its_pool(dagba
 def test_reconcile_dag_runs_hourly_without_catchup(dagbag):
     dag = dagbag.dags["lifecycle_reconcile"]
     assert dag.catchup is False and [t.task_id for t in dag.tasks] == ["reconcile"]
+
+
+def test_daily_catch_up_is_bounded_by_a_first_task_not_a_moving_start_date(dagbag):
+    """A first deploy catches up at most LIFECYCLE_DAILY_CATCHUP_DAYS days: every task waits
+    for within_catchup, which skips the rest of an old day's run; the start date stays the
+    fixed setting (a start date that moves with the clock is an Airflow anti-pattern)."""
+    from lifecycle.settings import Settings
+
+    dag = dagbag.dags["lifecycle_daily"]
+    gate = dag.get_task("within_catchup")
+    assert gate.upstream_list == []
+    others = {t.task_id for t in dag.tasks} - {gate.task_id}
+    assert {t.task_id for t in gate.get_flat_relatives(upstream=False)} == others
+    assert gate.ignore_downstream_trigger_rules is True  # summarize/report are skipped too
+    start = Settings().daily_start_date
+    assert dag.start_date.date() == start and dag.catchup is True

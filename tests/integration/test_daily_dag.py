@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -28,7 +28,7 @@ D1 = date(2026, 5, 20)
 
 
 def run_daily(url: str, start: date, days: int, airflow_home: Path,
-              expect_success: bool = True) -> list[dict]:
+              expect_success: bool = True, clock: str = "logical") -> list[dict]:
     env = {
         **os.environ,
         **airflow_env(url, Settings()),
@@ -43,7 +43,7 @@ def run_daily(url: str, start: date, days: int, airflow_home: Path,
             start.isoformat(),
             str(days),
             "--clock",
-            "logical",
+            clock,
         ],
         env=env,
         capture_output=True,
@@ -175,3 +175,39 @@ def test_a_failing_dbt_test_stops_planning_and_sending(server_url, tmp_path):
         sandbox = conn.execute("select count(*) from ops.sandbox_messages").fetchone()[0]
         plans = conn.execute("select count(*) from ops.runs where step like 'plan%'").fetchone()[0]
     assert (outbox, skips, sandbox, plans) == (0, 0, 0, 0)
+
+
+def test_a_day_older_than_the_catch_up_bound_builds_plans_and_sends_nothing(fresh_db, tmp_path):
+    """A first deploy from an old start date (or a long outage): with the wall clock, a day more
+    than LIFECYCLE_DAILY_CATCHUP_DAYS (default 3) before today stops at the first task. Without
+    the bound it ran the whole dbt build (and its plan was skipped as stale)."""
+    old = datetime.now(UTC).date() - timedelta(days=4)
+    generate(300, old - timedelta(days=400), old, 5, url=fresh_db)
+    lines = run_daily(fresh_db, old, 1, tmp_path / "airflow", clock="wall")
+    assert [(x["date"], x["state"]) for x in lines] == [(old.isoformat(), "success")]
+    with psycopg.connect(fresh_db) as conn:
+        runs = conn.execute("select plan_date, step, status from ops.runs").fetchall()
+        built = conn.execute("select count(*) from information_schema.tables "
+                             "where table_schema = 'analytics'").fetchone()[0]
+        outbox = conn.execute("select count(*) from ops.outbox").fetchone()[0]
+    assert runs == [(old, "catchup", "skipped")]
+    assert (built, outbox) == (0, 0)
+
+
+def test_the_catch_up_bound_counts_whole_days_before_today(fresh_db):
+    from lifecycle.operations import skip_old_run
+
+    today = date(2026, 12, 6)
+    three = Settings(daily_catchup_days=3)
+    assert skip_old_run(fresh_db, today - timedelta(days=3), today, three) is None
+    why = skip_old_run(fresh_db, today - timedelta(days=4), today, three)
+    assert why is not None and "LIFECYCLE_DAILY_CATCHUP_DAYS=3" in why
+    none = Settings(daily_catchup_days=0)
+    assert skip_old_run(fresh_db, today, today, none) is None
+    assert skip_old_run(fresh_db, today - timedelta(days=1), today, none) is not None
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute("select plan_date, step, status, summary->>'reason' from ops.runs "
+                            "order by run_id").fetchall()
+    assert [r[:3] for r in rows] == [(today - timedelta(days=4), "catchup", "skipped"),
+                                     (today - timedelta(days=1), "catchup", "skipped")]
+    assert rows[0][3] == why
