@@ -17,6 +17,7 @@ import psycopg
 from lifecycle.delivery import dispatch as dispatch_mod
 from lifecycle.logs import get_logger
 from lifecycle.pipeline import _run, send_due, validate_rules
+from lifecycle.pipeline import skip_stale_day as skip_stale_day  # the DAG's plan task asks it
 from lifecycle.planning.outbox import plan_day
 from lifecycle.rules.compiled import Rules
 from lifecycle.settings import Settings, get_settings
@@ -72,31 +73,6 @@ def plan_or_preview(url: str, plan_date: date, *, phases: list[str] | None = Non
         report = plan_day(url, rules, plan_date, settings)
         run.summary = report.as_dict()
     return report.as_dict()
-
-
-def skip_stale_day(url: str, plan_date: date, today: date,
-                   settings: Settings | None = None) -> str | None:
-    """Why a wall-clock run for ``plan_date`` must not plan (None: plan it); a skip is
-    recorded in ``ops.runs`` (step plan, status skipped).
-
-    A message is sent inside its planning day's send window, never after it: a day caught up
-    late (the scheduler was down) would plan messages that can only expire. So a day older than
-    ``catchup_max_days`` is built but not planned; the phase windows (days 20-30, 60-90, ...)
-    catch its customers today, and nobody gets a message meant for another day.
-    """
-    settings = settings or get_settings()
-    late = (today - plan_date).days
-    if late <= settings.catchup_max_days:
-        return None
-    why = (f"{plan_date} is {late} day(s) before today ({today}): its send window has passed, "
-           f"so it is not planned (LIFECYCLE_CATCHUP_MAX_DAYS={settings.catchup_max_days}); "
-           "its customers are caught by today's plan")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
-                     "values (%s, 'plan', now(), 'skipped', %s)",
-                     (plan_date, json.dumps({"reason": why})))
-    log.warning(why)
-    return why
 
 
 def pending_counts(url: str, plan_date: date | None = None) -> dict[str, Any]:
