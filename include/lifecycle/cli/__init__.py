@@ -497,6 +497,20 @@ def demo(customers: int, days: int, start: date, end: date, seed: int, replace: 
                       replace=replace))
 
 
+@main.command("airflow")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port of the UI")
+def airflow_ui(port: int) -> None:
+    """Start the local Airflow UI (api-server, scheduler, dag-processor, triggerer) on the
+    metadata the demo's runs are in; print its URL and login; Ctrl-C stops it."""
+    from lifecycle.local_airflow import LocalAirflowError, serve
+
+    try:
+        sys.exit(serve(_url(), port=port, say=lambda line: click.echo(line)))
+    except LocalAirflowError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
 # The day's commands (build, run, volume, outbox) live in their own module.
 from lifecycle.cli import day as _day  # noqa: E402,F401 - registers its commands on main
 
