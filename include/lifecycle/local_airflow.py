@@ -141,7 +141,7 @@ def serve(url: str, *, port: int = 8080, settings: Settings | None = None,
     password = login_password(settings)
     ensure_manifest(settings)  # the DAG renders its dbt tasks from it (no `dbt ls` per parse)
     say(f"preparing the metadata database in {home} ...")
-    for args in (["db", "migrate"], ["pools", "import", str(_pools_file(home))]):
+    for args in (["db", "migrate"], ["pools", "import", str(_pools_file(home, settings))]):
         done = subprocess.run([_airflow_bin(), *args], env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise LocalAirflowError(f"airflow {' '.join(args)} failed:\n{done.stderr[-3000:]}")
@@ -195,9 +195,8 @@ def serve(url: str, *, port: int = 8080, settings: Settings | None = None,
             say("stopped")
 
 
-def _pools_file(home: Path) -> Path:
+def _pools_file(home: Path, settings: Settings) -> Path:
     """The pools the DAGs' dispatch tasks run in (their names are settings)."""
-    settings = get_settings()
     path = home / "pools.json"
     path.write_text(json.dumps({
         name: {"slots": POOL_SLOTS, "description": f"{name} (local Airflow)",
