@@ -11,7 +11,7 @@ export SCARF_ANALYTICS := false
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 
-.PHONY: install demo test test-fast lint lock clean warehouse-down chromium
+.PHONY: install demo airflow test test-fast lint lock clean warehouse-down chromium
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/lifecycle demo
+
+# The Airflow UI on the demo's runs (http://127.0.0.1:8080; the login is printed); Ctrl-C stops it.
+airflow: $(STAMP)
+	$(BIN)/lifecycle airflow
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest

@@ -178,7 +178,8 @@ def lifecycle_daily():
 
     @task(outlets=[OUTBOX])
     def plan() -> dict:
-        from lifecycle.operations import plan_or_preview, skip_stale_day
+        from lifecycle.operations import plan_or_preview
+        from lifecycle.pipeline import skip_stale_day
 
         params = get_current_context()["params"]
         if params["clock"] == "wall":

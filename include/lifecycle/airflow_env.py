@@ -33,3 +33,36 @@ def airflow_env(url: str, settings: Settings | None = None) -> dict[str, str]:
     if settings.home is None:
         env["LIFECYCLE_HOME"] = str(settings.state_dir)
     return env
+
+
+def local_home(settings: Settings | None = None) -> Path:
+    """The home of the local Airflow: ``lifecycle demo`` runs its days there and ``lifecycle
+    airflow`` serves its UI from the same SQLite metadata database."""
+    return (settings or get_settings()).state_dir / "airflow"
+
+
+def local_passwords_file(settings: Settings | None = None) -> Path:
+    """The simple auth manager's passwords file of the local Airflow: outside its home, so a
+    new demo (which recreates the home) keeps the login."""
+    return (settings or get_settings()).state_dir / "airflow-passwords.json"
+
+
+LOCAL_USER = "admin"
+
+
+def local_airflow_env(url: str, settings: Settings | None = None) -> dict[str, str]:
+    """``airflow_env`` for the local Airflow (demo and UI): its home, SQLite metadata, one
+    admin user of the simple auth manager, DAGs paused until someone unpauses them."""
+    settings = settings or get_settings()
+    home = local_home(settings)
+    return {
+        **airflow_env(url, settings),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "LIFECYCLE_WAREHOUSE_URL": url,
+        # A DAG the scheduler meets for the first time waits to be unpaused: lifecycle_daily
+        # would otherwise catch up from LIFECYCLE_DAILY_START_DATE on the wall clock.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{LOCAL_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(local_passwords_file(settings)),
+    }

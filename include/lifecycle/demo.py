@@ -12,31 +12,97 @@ from collections import Counter
 from datetime import date, timedelta
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lifecycle.airflow_env import airflow_env
+from lifecycle.airflow_env import local_airflow_env, local_home
 from lifecycle.planning.plan import PHASES_IN_ORDER
 from lifecycle.settings import get_settings
 from lifecycle.transform.dbt import ensure_manifest
 from lifecycle.warehouse.migrations import migrate
 from lifecycle.warehouse.server import masked, resolve_url
 
-DEMO_DB = "lifecycle_demo"
+# The demo takes the warehouse's own database (the embedded server's, or the one
+# LIFECYCLE_WAREHOUSE_URL names), so every other command and the local Airflow UI see its data
+# with no flag; it marks the database so the next demo knows it may replace it.
+DEMO_MARK = "lifecycle demo: a synthetic club, replaced by the next `lifecycle demo`"
 RESULT_PREFIX = "@@lifecycle-day "  # scripts/run_daily.py marks its result lines so
 
 
-def _fresh_database(server_url: str) -> str:
-    """Drop and create the demo database on the warehouse server; return its URL."""
-    base = server_url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{DEMO_DB}" with (force)')
-        conn.execute(f'create database "{DEMO_DB}"')
-    return f"{base}/{DEMO_DB}"
+class DemoRefused(RuntimeError):
+    """The warehouse holds data the demo did not make: it is left as it is."""
 
 
-def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) -> int:
+def foreign_data(url: str) -> list[str]:
+    """Tables of the database at ``url`` holding rows not made by a demo ("schema.table"):
+    empty for a database a demo made (its comment is DEMO_MARK) or that holds no row."""
+    with psycopg.connect(url) as conn:
+        comment = conn.execute(
+            "select shobj_description(oid, 'pg_database') from pg_database "
+            "where datname = current_database()"
+        ).fetchone()[0]
+        if comment == DEMO_MARK:
+            return []
+        tables = conn.execute(
+            "select n.nspname, c.relname from pg_class c join pg_namespace n "
+            "on n.oid = c.relnamespace where c.relkind in ('r', 'p') "
+            "and n.nspname not in ('pg_catalog', 'information_schema') "
+            "and n.nspname not like 'pg\\_%' order by 1, 2"
+        ).fetchall()
+        return [
+            f"{schema}.{table}"
+            for schema, table in tables
+            if conn.execute(
+                sql.SQL("select exists (select from {})").format(sql.Identifier(schema, table))
+            ).fetchone()[0]
+        ]
+
+
+def replace_database(url: str, *, replace: bool = False) -> str:
+    """Drop and create the warehouse's database for the demo (marked DEMO_MARK); returns its
+    URL. Raises DemoRefused, touching nothing, if it holds data a demo did not make (unless
+    ``replace``)."""
+    name = conninfo_to_dict(url).get("dbname")
+    if not name:
+        raise DemoRefused(f"{masked(url)} names no database")
+    try:
+        found = foreign_data(url)
+    except psycopg.OperationalError:
+        found = []  # the database does not exist yet: create it
+    if found and not replace:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise DemoRefused(
+            f"the warehouse {masked(url)} holds data the demo did not make (rows in {shown}). "
+            "The demo replaces the whole database: run `lifecycle demo --replace` to wipe it, "
+            "or give the demo a warehouse of its own (LIFECYCLE_HOME=<another dir> for a second "
+            "embedded server, or LIFECYCLE_WAREHOUSE_URL=<an empty database>)"
+        )
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(
+            sql.Identifier(name)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("comment on database {} is {}").format(
+            sql.Identifier(name), sql.Literal(DEMO_MARK)))
+    return url
+
+
+def ui_running(settings=None) -> int | None:
+    """The pid of a running `lifecycle airflow` on the local Airflow home, if any."""
+    pid_file = local_home(settings) / "ui.pid"
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def run_demo(
+    *, customers: int, days: int, start: date, end: date, seed: int, replace: bool = False
+) -> int:
     from lifecycle.data.generator import generate
     from lifecycle.data.loader import load_dir
 
@@ -44,7 +110,16 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     console = Console(width=max(Console().width, 110))
     settings = get_settings()
     t0 = time.monotonic()
-    url = _fresh_database(resolve_url(settings))
+    pid = ui_running(settings)
+    if pid:
+        console.print(f"[red]the local Airflow UI runs (pid {pid}) on the demo's metadata[/]: "
+                      "stop it (Ctrl-C in its terminal) and run the demo again")
+        return 1
+    try:
+        url = replace_database(resolve_url(settings), replace=replace)
+    except DemoRefused as exc:
+        console.print(f"[red]not replaced[/]: {exc}")
+        return 1
     migrate(url)
     console.print(f"[bold]warehouse[/] {masked(url)}")
 
@@ -57,15 +132,10 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     first = end - timedelta(days=days - 1)
     ensure_manifest(settings)  # the DAG renders its dbt tasks from it (no `dbt ls`)
     # A fresh Airflow metadata DB: the demo's runs must not meet an earlier demo's runs.
-    airflow_home = settings.state_dir / "demo" / "airflow"
+    # `lifecycle airflow` serves the UI from this same home.
+    airflow_home = local_home(settings)
     shutil.rmtree(airflow_home, ignore_errors=True)
-    env = {
-        **os.environ,
-        **airflow_env(url, settings),
-        "LIFECYCLE_WAREHOUSE_URL": url,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-    }
+    env = {**os.environ, **local_airflow_env(url, settings)}
     script = settings.project_dir / "scripts" / "run_daily.py"
     cmd = [sys.executable, str(script), first.isoformat(), str(days), "--clock", "logical"]
     console.print(f"[bold]airflow[/] lifecycle_daily, {days} days from {first} (logical clock)")
@@ -125,6 +195,11 @@ def run_demo(*, customers: int, days: int, start: date, end: date, seed: int) ->
     _print_totals(console, url, first, end)
     _simulate_and_report(console, url, first, end, seed)
     console.print(f"done in {time.monotonic() - t0:.0f} s")
+    console.print(
+        f"[bold]next[/] every command now reads this club: `lifecycle outbox --date {end}`, "
+        f"`lifecycle preview --date {end}`, `lifecycle report --from {first} --to {end}`; the "
+        "Airflow UI with these runs: `lifecycle airflow` (or `make airflow`)"
+    )
     return 0
 
 

@@ -75,31 +75,6 @@ def plan_or_preview(url: str, plan_date: date, *, phases: list[str] | None = Non
     return report.as_dict()
 
 
-def skip_stale_day(url: str, plan_date: date, today: date,
-                   settings: Settings | None = None) -> str | None:
-    """Why a wall-clock run for ``plan_date`` must not plan (None: plan it); a skip is
-    recorded in ``ops.runs`` (step plan, status skipped).
-
-    A message is sent inside its planning day's send window, never after it: a day caught up
-    late (the scheduler was down) would plan messages that can only expire. So a day older than
-    ``catchup_max_days`` is built but not planned; the phase windows (days 20-30, 60-90, ...)
-    catch its customers today, and nobody gets a message meant for another day.
-    """
-    settings = settings or get_settings()
-    late = (today - plan_date).days
-    if late <= settings.catchup_max_days:
-        return None
-    why = (f"{plan_date} is {late} day(s) before today ({today}): its send window has passed, "
-           f"so it is not planned (LIFECYCLE_CATCHUP_MAX_DAYS={settings.catchup_max_days}); "
-           "its customers are caught by today's plan")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
-                     "values (%s, 'plan', now(), 'skipped', %s)",
-                     (plan_date, json.dumps({"reason": why})))
-    log.warning(why)
-    return why
-
-
 def skip_old_run(url: str, plan_date: date, today: date,
                  settings: Settings | None = None) -> str | None:
     """Why a wall-clock run for ``plan_date`` must not run at all (None: run it); a skip is
@@ -110,7 +85,7 @@ def skip_old_run(url: str, plan_date: date, today: date,
     sends nothing. So a first deploy (or a week-long outage) costs one short task per old day,
     not a dbt build each, and today's run is not held up behind months of history. Days within
     the bound are built as before and planned only within ``catchup_max_days``
-    (``skip_stale_day``). History for skipped days can be rebuilt with the logical clock.
+    (``pipeline.skip_stale_day``). History for skipped days can be rebuilt with the logical clock.
     """
     settings = settings or get_settings()
     late = (today - plan_date).days

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -11,6 +13,7 @@ import psycopg
 
 from lifecycle.delivery import dispatch as dispatch_mod
 from lifecycle.delivery.transports import get_transport
+from lifecycle.logs import get_logger
 from lifecycle.planning.outbox import plan_day
 from lifecycle.planning.plan import PlanReport
 from lifecycle.rules.compiled import Rules
@@ -21,6 +24,14 @@ from lifecycle.transform.dbt_vars import phase_vars
 from lifecycle.warehouse.migrations import migrate
 
 Clock = Literal["wall", "logical"]
+# A step of run_day announced to the caller (the CLI shows it with a spinner and its time).
+Step = Callable[[str], AbstractContextManager]
+
+log = get_logger(__name__)
+
+
+def _no_step(_description: str) -> AbstractContextManager:
+    return nullcontext()
 
 
 def logical_now(plan_date: date) -> datetime:
@@ -84,10 +95,70 @@ def send_due(
     return report
 
 
+def build_day(
+    url: str, plan_date: date, *, settings: Settings | None = None, rules: Rules | None = None
+) -> None:
+    """Build dbt as of the date (``lifecycle build``, and the first step of ``run_day``):
+    validate the rules, migrate, ``dbt build`` with the model tests, recorded in ops.runs."""
+    from lifecycle.transform import dbt
+
+    settings = settings or get_settings()
+    rules = rules or validate_rules(settings)
+    migrate(url)
+    with _run(url, plan_date, "dbt_build"):
+        # like the DAG: unit tests check model logic in CI, not each day's data
+        dbt.build(url, plan_date, settings=settings, rules=rules, unit_tests=False)
+
+
+def stale_reason(plan_date: date, today: date, settings: Settings | None = None) -> str | None:
+    """Why a wall-clock run must not plan ``plan_date`` (None: plan it): see skip_stale_day."""
+    settings = settings or get_settings()
+    late = (today - plan_date).days
+    if late <= settings.catchup_max_days:
+        return None
+    return (f"{plan_date} is {late} day(s) before today ({today}): its send window has passed, "
+            f"so it is not planned (LIFECYCLE_CATCHUP_MAX_DAYS={settings.catchup_max_days}); "
+            "its customers are caught by today's plan")
+
+
+def skip_stale_day(url: str, plan_date: date, today: date,
+                   settings: Settings | None = None) -> str | None:
+    """Why a wall-clock run for ``plan_date`` must not plan (None: plan it); a skip is
+    recorded in ``ops.runs`` (step plan, status skipped).
+
+    A message is sent inside its planning day's send window, never after it: a day caught up
+    late (the scheduler was down) would plan messages that can only expire. So a day older than
+    ``catchup_max_days`` is built but not planned; the phase windows (days 20-30, 60-90, ...)
+    catch its customers today, and nobody gets a message meant for another day. The daily DAG's
+    plan task and ``lifecycle run`` (wall clock) both ask this.
+    """
+    why = stale_reason(plan_date, today, settings)
+    if why is None:
+        return None
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
+                     "values (%s, 'plan', now(), 'skipped', %s)",
+                     (plan_date, json.dumps({"reason": why})))
+    log.warning(why)
+    return why
+
+
 @dataclass
 class DayResult:
-    plan: PlanReport
-    dispatch: dispatch_mod.DispatchReport
+    plan: PlanReport | None
+    dispatch: dispatch_mod.DispatchReport | None
+    # With the wall clock, why the day was built but not planned (its send window has passed).
+    not_planned: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The shape ``lifecycle run --json`` prints (plan and dispatch null when not planned)."""
+        out: dict[str, Any] = {
+            "plan": self.plan.as_dict() if self.plan else None,
+            "dispatch": self.dispatch.as_dict() if self.dispatch else None,
+        }
+        if self.not_planned:
+            out["not_planned"] = self.not_planned
+        return out
 
 
 def run_day(
@@ -97,19 +168,30 @@ def run_day(
     clock: Clock = "wall",
     settings: Settings | None = None,
     build: bool = True,
+    today: date | None = None,
+    step: Step = _no_step,
 ) -> DayResult:
-    """Validate rules, build dbt as of the date, plan, dispatch: what the daily DAG does."""
-    from lifecycle.transform import dbt
+    """Validate rules, build dbt as of the date, plan, dispatch: what the daily DAG does.
 
+    With the wall clock, a day whose send window has passed (before ``today`` by more than
+    LIFECYCLE_CATCHUP_MAX_DAYS) is built but not planned nor sent, as the DAG's catch-up does
+    (``skip_stale_day``); ``clock='logical'`` replays any day. ``step`` wraps each step (the
+    CLI's progress).
+    """
     settings = settings or get_settings()
     rules = validate_rules(settings)
     migrate(url)
     if build:
-        with _run(url, plan_date, "dbt_build"):
-            # like the DAG: unit tests check model logic in CI, not each day's data
-            dbt.build(url, plan_date, settings=settings, rules=rules, unit_tests=False)
-    planned = plan(url, plan_date, settings)
-    sent = send_due(url, plan_date, clock=clock, settings=settings)
+        with step(f"dbt build as of {plan_date}"):
+            build_day(url, plan_date, settings=settings, rules=rules)
+    if clock == "wall":
+        why = skip_stale_day(url, plan_date, today or datetime.now(UTC).date(), settings)
+        if why:
+            return DayResult(None, None, not_planned=why)
+    with step(f"plan {plan_date}"):
+        planned = plan(url, plan_date, settings)
+    with step(f"dispatch ({clock} clock)"):
+        sent = send_due(url, plan_date, clock=clock, settings=settings)
     return DayResult(planned, sent)
 
 
@@ -191,3 +273,52 @@ def outbox_rows(url: str, plan_date: date) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def customers_loaded(url: str) -> int:
+    """Rows in raw.customers: 0 means nothing was loaded (no demo, load or generate yet)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("select count(*) from raw.customers").fetchone()[0]
+
+
+def plan_runs(url: str, plan_date: date) -> list[tuple[str, str, dict[str, Any]]]:
+    """(step, status, summary) of every recorded planning of the date, oldest first: empty when
+    the date was never planned (a skipped wall-clock day has status 'skipped' and a reason)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select step, status, summary from ops.runs where plan_date = %s "
+            "and (step = 'plan' or step like 'plan:%%') order by run_id",
+            (plan_date,),
+        ).fetchall()
+
+
+def day_by_phase(url: str, plan_date: date) -> dict[str, dict[str, Any]]:
+    """The date's outbox per phase: messages by status and channel, skips by reason."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def phase(name: str) -> dict[str, Any]:
+        return out.setdefault(name, {"status": {}, "channel": {}, "skipped": {}})
+
+    with psycopg.connect(url) as conn:
+        for name, channel, status, n in conn.execute(
+            "select phase, channel, status, count(*) from ops.outbox where plan_date = %s "
+            "group by 1, 2, 3 order by 1, 2, 3", (plan_date,)
+        ):
+            p = phase(name)
+            p["status"][status] = p["status"].get(status, 0) + n
+            p["channel"][channel] = p["channel"].get(channel, 0) + n
+        for name, reason, n in conn.execute(
+            "select phase, reason, count(*) from ops.skips where plan_date = %s "
+            "group by 1, 2 order by 1, 2", (plan_date,)
+        ):
+            phase(name)["skipped"][reason] = n
+    return out
+
+
+def last_planned_day(url: str) -> date | None:
+    """The latest date a plan was recorded for (None: no day was ever planned here)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select max(plan_date) from ops.runs where status = 'ok' "
+            "and (step = 'plan' or step like 'plan:%%')"
+        ).fetchone()[0]

@@ -147,7 +147,7 @@ def test_cli_run_does_the_same_work_as_the_dag(club_url):
     day = D1 + timedelta(days=2)
     result = CliRunner().invoke(
         cli,
-        ["run", "--date", day.isoformat(), "--clock", "logical"],
+        ["run", "--date", day.isoformat(), "--clock", "logical", "--json"],
         env={"LIFECYCLE_WAREHOUSE_URL": club_url},
     )
     assert result.exit_code == 0, result.output

@@ -28,12 +28,13 @@ ALLOWED: dict[str, set[str]] = {
     "insight": BASE
     | {"warehouse", "data", "rules", "transform", "planning", "delivery", "pipeline"},
     "airflow_env": {"settings"},
+    "local_airflow": {"settings", "airflow_env", "transform"},
     "demo": BASE
     | {"airflow_env", "warehouse", "data", "rules", "transform", "planning", "insight"},
     "cli": BASE
     | {
         "warehouse", "data", "rules", "transform", "planning", "delivery", "pipeline",
-        "operations", "insight", "demo",
+        "operations", "insight", "demo", "local_airflow",
     },
 }
 

@@ -36,7 +36,7 @@ def facts_built_for(conn: psycopg.Connection, settings: Settings) -> tuple[date 
     if exists is None:
         raise PlanningError(
             f"{settings.dbt_schema}.{FACTS_RELATION} does not exist: build dbt first "
-            "(`lifecycle run --date D` does it)"
+            "(`lifecycle build --date D`)"
         )
     low, high, rows = conn.execute(
         sql.SQL("select min(as_of_date), max(as_of_date), count(*) from {}").format(
@@ -56,7 +56,7 @@ def check_facts_date(conn: psycopg.Connection, plan_date: date, settings: Settin
     if rows and as_of != plan_date:
         raise PlanningError(
             f"{settings.dbt_schema}.{FACTS_RELATION} is built as of {as_of}, not {plan_date}: "
-            f"build dbt for {plan_date} first (`lifecycle run --date {plan_date}` does both)"
+            f"build dbt for {plan_date} first (`lifecycle build --date {plan_date}`)"
         )
     return as_of
 

@@ -216,6 +216,21 @@ def _load_or_exit(path: Path):
         sys.exit(1)
 
 
+def _facts_or_exit(url: str, facts_as_of: date | None, day: date) -> None:
+    """Exit 2 saying what to run when customer_facts holds nobody (nothing loaded or built)."""
+    from lifecycle.warehouse.server import masked
+
+    if facts_as_of is None:
+        click.echo(
+            f"customer_facts is empty in the warehouse {masked(url)}: nothing to compare or "
+            f"preview. Build it for the day (`lifecycle build --date {day}`); if nothing is "
+            "loaded yet, load the club first (`lifecycle load DIR`, `lifecycle generate --load` "
+            "or `lifecycle demo`)",
+            err=True,
+        )
+        sys.exit(2)
+
+
 def _planning_or_exit(fn, *args, **kwargs):
     from lifecycle.planning.plan import PlanningError
 
@@ -236,9 +251,11 @@ def rules_diff(old: Path, new: Path, day: date, as_json: bool, samples: int) -> 
     """How each phase step's audience changes from OLD to NEW rules on DATE (writes nothing)."""
     from lifecycle.planning.preview import diff
 
+    url = _url()
     result = _planning_or_exit(
-        diff, _url(), _load_or_exit(old), _load_or_exit(new), day, samples=samples
+        diff, url, _load_or_exit(old), _load_or_exit(new), day, samples=samples
     )
+    _facts_or_exit(url, result.facts_as_of, day)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1, ensure_ascii=False))
         return
@@ -281,7 +298,9 @@ def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> 
     from lifecycle.planning.preview import preview as run_preview
 
     path = rules_file or get_settings().rules_path
-    result = _planning_or_exit(run_preview, _url(), _load_or_exit(path), day, samples=samples)
+    url = _url()
+    result = _planning_or_exit(run_preview, url, _load_or_exit(path), day, samples=samples)
+    _facts_or_exit(url, result.facts_as_of, day)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1, ensure_ascii=False))
         return
@@ -330,67 +349,6 @@ def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> 
 
 
 # --------------------------------------------------------------------------- the day
-
-
-@main.command()
-@click.option("--date", "day", type=DATE, required=True)
-@click.option(
-    "--clock",
-    type=click.Choice(["wall", "logical"]),
-    default="wall",
-    show_default=True,
-    help="wall: send what is due now; logical: replay the day (every row of it is due)",
-)
-@click.option("--no-build", is_flag=True, help="Plan on the customer_facts already built for DATE")
-@click.option(
-    "--allow-volume",
-    is_flag=True,
-    help="An intended big send: record a volume guard override for DATE first",
-)
-def run(day: date, clock: str, no_build: bool, allow_volume: bool) -> None:
-    """Run one day: validate rules, dbt build as of DATE, plan, dispatch."""
-    from lifecycle.pipeline import run_day
-    from lifecycle.planning.outbox import allow_volume as record_override
-
-    url = _url()
-    if allow_volume:
-        record_override(url, day, "lifecycle run --allow-volume")
-    result = run_day(url, day, clock=clock, build=not no_build)
-    click.echo(
-        json.dumps({"plan": result.plan.as_dict(), "dispatch": result.dispatch.as_dict()}, indent=2)
-    )
-
-
-@main.group()
-def volume() -> None:
-    """The daily volume guard (policy.volume_guard in the rules file)."""
-
-
-@volume.command("allow")
-@click.option("--date", "day", type=DATE, required=True)
-@click.option("--reason", required=True, help="Why this day's volume is intended")
-def volume_allow(day: date, reason: str) -> None:
-    """Let DATE exceed the volume guard (then run its plan again)."""
-    from lifecycle.planning.outbox import allow_volume
-
-    allow_volume(_url(), day, reason)
-    click.echo(f"{day}: volume guard override recorded; run the day's plan again")
-
-
-@main.command()
-@click.option("--date", "day", type=DATE, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array")
-def outbox(day: date, as_json: bool) -> None:
-    """List a planning date's messages and skips."""
-    from lifecycle.pipeline import outbox_rows
-
-    rows = outbox_rows(_url(), day)
-    if as_json:
-        click.echo(json.dumps(rows, indent=1))
-        return
-    for r in rows:
-        extra = r.get("reason") or r.get("channel")
-        click.echo(f"{r['customer_id']}\t{r['phase']}:{r['step']}\t{r['status']}\t{extra}")
 
 
 @main.command()
@@ -522,12 +480,39 @@ def report(first: date, last: date, out: Path | None) -> None:
     help="Last day of the generated history; the demo runs the DAYS days ending here",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
-def demo(customers: int, days: int, start: date, end: date, seed: int) -> None:
-    """Generate a club, then run lifecycle_daily through Airflow for DAYS consecutive days."""
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Wipe the warehouse's database even if it holds data the demo did not make",
+)
+def demo(customers: int, days: int, start: date, end: date, seed: int, replace: bool) -> None:
+    """Generate a club, then run lifecycle_daily through Airflow for DAYS consecutive days.
+
+    The club goes into the warehouse's own database (replaced on each demo; one holding other
+    data is refused without --replace), so every other command and `lifecycle airflow` see it.
+    """
     from lifecycle.demo import run_demo
 
-    sys.exit(run_demo(customers=customers, days=days, start=start, end=end, seed=seed))
+    sys.exit(run_demo(customers=customers, days=days, start=start, end=end, seed=seed,
+                      replace=replace))
 
+
+@main.command("airflow")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port of the UI")
+def airflow_ui(port: int) -> None:
+    """Start the local Airflow UI (api-server, scheduler, dag-processor, triggerer) on the
+    metadata the demo's runs are in; print its URL and login; Ctrl-C stops it."""
+    from lifecycle.local_airflow import LocalAirflowError, serve
+
+    try:
+        sys.exit(serve(_url(), port=port, say=lambda line: click.echo(line)))
+    except LocalAirflowError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+# The day's commands (build, run, volume, outbox) live in their own module.
+from lifecycle.cli import day as _day  # noqa: E402,F401 - registers its commands on main
 
 if __name__ == "__main__":
     main()
