@@ -226,7 +226,16 @@ def _simulate_and_report(console: Console, url: str, first: date, last: date, se
     t.add_row("messages sent", str(h["messages"]))
     t.add_row("messages per customer", f"{h['messages_per_customer']:.3f}")
     t.add_row(f"message cost, {h['currency']}", f"{h['cost']:.2f}")
-    t.add_row("incremental conversions (vs control)", f"{h['incremental_conversions']:.1f}")
+    if h["incremental_conversions"] is None:
+        t.add_row("conversions added by messages (vs control)", "no control group yet")
+    else:
+        t.add_row(
+            "conversions added by messages (vs control, 95% interval)",
+            f"{h['incremental_conversions']:+.1f} ({h['incremental_conversions_low']:+.1f} to "
+            f"{h['incremental_conversions_high']:+.1f}): {h['incremental_verdict']}",
+        )
+    if h["simulation"]:
+        t.add_row("simulation", "of the report's days (generated club, not these results)")
     for policy, title in (("blast", "AS IS"), ("lifecycle", "TO BE")):
         sim = h["simulation"].get(policy)
         if sim:

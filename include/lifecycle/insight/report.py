@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import html
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from lifecycle.insight import charts, uplift
 from lifecycle.logs import get_logger
 from lifecycle.rules import sms
 from lifecycle.settings import Settings, get_settings
@@ -60,45 +58,39 @@ def day_summary(url: str, plan_date: date, planned: dict, sent: list[dict]) -> d
 
 
 # --------------------------------------------------------------------------- the HTML report
+#
+# Read by a club manager: plain words, percents for shares, an interval and a verdict for
+# every effect (lifecycle.insight.uplift), sizes that are too small said so. The page is one
+# file with no script: charts are inline SVG, the template is templates/report.html.j2.
 
 SECTIONS = (
+    ("headline", "In short"),
+    ("uplift", "Did the messages work?"),
+    ("phases", "Phase by phase"),
+    ("funnel", "Delivery: sent, delivered, opened, clicked"),
     ("audience", "Daily audience and sends"),
-    ("skips", "Skip reasons"),
+    ("skips", "Who was not messaged, and why"),
     ("per-customer", "Messages per customer"),
-    ("uplift", "Conversions and uplift against the control group"),
     ("cost", "Cost"),
     ("retention", "Retention metrics"),
-    ("simulation", "AS IS vs TO BE (simulation)"),
+    ("simulation", "Simulation: AS IS (blast) vs TO BE (lifecycle)"),
 )
+SIMULATION_TITLES = {"blast": "AS IS (blast)", "lifecycle": "TO BE (lifecycle)"}
+# what each phase's conversion is (phase_conversions.conversion_event), as a noun and a verb
+EVENT_WORDS = {
+    "first_visit": ("visits", "came to the club"),
+    "addon_purchase": ("add-on purchases", "bought an add-on"),
+    "cross_sell_purchase": ("service purchases", "bought a service"),
+    "renewal": ("renewals", "renewed their membership"),
+    "new_membership": ("memberships bought back", "bought a membership again"),
+}
+SMALL_BASE = 30  # a retention month with fewer members at its start is flagged
 
 
 @dataclass
 class Report:
     path: Path
     headline: dict[str, Any]
-
-
-def _svg(fig: Any) -> str:
-    """A matplotlib figure as inline SVG text (no XML prolog), then closed."""
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.find("<svg") :]
-
-
-def _figure(width: float = 9, height: float = 3.2, nrows: int = 1, ncols: int = 1,
-            **kw: Any) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: small and searchable
-    matplotlib.rcParams["svg.hashsalt"] = "lifecycle"  # the same data gives the same file
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(nrows, ncols, figsize=(width, height), **kw)
 
 
 def _exists(conn: psycopg.Connection, relation: str) -> bool:
@@ -111,157 +103,197 @@ def _rows(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
-    if not rows:
-        return "<p class='empty'>No rows in this period.</p>"
-    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
-    body = []
-    for row in rows:
-        cells = "".join(f"<td>{html.escape(_fmt(row.get(key)))}</td>" for key, _ in columns)
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
+def pct(v: Any, digits: int = 1) -> str:
+    """A share as a percent: 0.1234 -> '12.3%'."""
+    return "–" if v is None else f"{float(v) * 100:.{digits}f}%"
+
+
+def pts(v: Any) -> str:
+    """A difference of two shares in percentage points: 0.032 -> '+3.2 pp'."""
+    return "–" if v is None else f"{float(v) * 100:+.1f} pp"
+
+
+def num(v: Any, digits: int = 1) -> str:
+    if v is None:
         return "–"
-    if isinstance(value, float | Decimal):
-        v = float(value)
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.4g}" if abs(v) < 1 else f"{v:,.2f}"
-    return str(value)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{float(v):,.{digits}f}"
 
 
-def _audience_chart(daily: list[dict[str, Any]], first: date, last: date) -> str:
-    from lifecycle.planning.plan import PHASES_IN_ORDER
-
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    fig, (ax1, ax2) = _figure(10, 5.5, 2, 1, sharex=True)
-    for phase in PHASES_IN_ORDER:
-        eligible = {r["day"]: r["eligible"] for r in daily if r["phase"] == phase}
-        ax1.plot(days, [eligible.get(d, 0) for d in days], label=phase)
-    ax1.set_ylabel("eligible customers")
-    ax1.legend(fontsize=8, ncol=5, loc="upper right")
-    bottom = [0] * len(days)
-    for phase in PHASES_IN_ORDER:
-        for channel in ("sms", "email"):
-            sent = {r["day"]: r[channel] for r in daily if r["phase"] == phase}
-            values = [sent.get(d, 0) for d in days]
-            if not any(values):
-                continue
-            ax2.bar(days, values, bottom=bottom, label=f"{phase} {channel}",
-                    hatch="//" if channel == "email" else None)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax2.set_ylabel("messages")
-    if any(bottom):
-        ax2.legend(fontsize=7, ncol=5, loc="upper right")
-    fig.autofmt_xdate()
-    return _svg(fig)
+def signed(v: Any) -> str:
+    return "–" if v is None else f"{float(v):+,.1f}"
 
 
-def _bar_chart(labels: list[str], values: list[float], xlabel: str) -> str:
-    fig, ax = _figure(9, max(1.8, 0.35 * len(labels) + 0.8))
-    ax.barh(labels, values)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    return _svg(fig)
+def _environment() -> Any:
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("lifecycle.insight", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters.update(pct=pct, pts=pts, num=num, signed=signed)
+    env.globals.update(pct=pct, pts=pts, num=num, signed=signed)
+    return env
 
 
-def _histogram(counts: list[tuple[int, int]]) -> str:
-    fig, ax = _figure(9, 2.8)
-    ax.bar([str(k) for k, _ in counts], [n for _, n in counts])
-    ax.set_xlabel("messages in the period")
-    ax.set_ylabel("customers")
-    return _svg(fig)
+def _outbox(conn: psycopg.Connection, first: date, last: date) -> dict[str, Any]:
+    """What the outbox holds for the period: sent by channel, segments, expired and the rest."""
+    p = {"f": first, "l": last}
+    status = dict(conn.execute(
+        "select status, count(*) from ops.outbox where plan_date between %(f)s and %(l)s "
+        "group by 1", p).fetchall())
+    by_phase: dict[str, dict[str, int]] = {}
+    for phase, channel, body, n in conn.execute(
+        "select phase, channel, body, count(*) from ops.outbox where status = 'sent' "
+        "and plan_date between %(f)s and %(l)s group by 1, 2, 3", p,
+    ).fetchall():
+        row = by_phase.setdefault(phase, {"sms": 0, "email": 0, "segments": 0})
+        row[channel] += n
+        if channel == "sms":
+            row["segments"] += n * sms.segments(body)
+    reached = dict(conn.execute(
+        "select phase, count(distinct customer_id) from ops.outbox where status = 'sent' "
+        "and plan_date between %(f)s and %(l)s group by 1", p).fetchall())
+    for phase, row in by_phase.items():
+        row["customers"] = reached.get(phase, 0)
+    return {"status": status, "by_phase": by_phase}
 
 
-def _uplift_chart(rows: list[dict[str, Any]]) -> str:
-    shown = [r for r in rows if r["uplift"] is not None]
-    if not shown:
-        return "<p class='empty'>No phase has both messaged and control customers yet.</p>"
-    fig, ax = _figure(9, 0.45 * len(shown) + 1)
-    labels = [f"{r['phase']} {r['step'] or 'all'} {r['variant']}" for r in shown]
-    mid = [float(r["uplift"]) * 100 for r in shown]
-    low = [m - float(r["uplift_ci_low"]) * 100 for m, r in zip(mid, shown, strict=True)]
-    high = [float(r["uplift_ci_high"]) * 100 - m for m, r in zip(mid, shown, strict=True)]
-    ax.errorbar(mid, range(len(shown)), xerr=[low, high], fmt="o", capsize=4)
-    ax.axvline(0, color="grey", linewidth=0.8)
-    ax.set_yticks(range(len(shown)), labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("uplift, percentage points (95% interval)")
-    return _svg(fig)
-
-
-def _simulation_section(sim: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    from lifecycle.planning.plan import PHASES_IN_ORDER
-
-    if not sim:
-        return (
-            "<p class='empty'>No simulation stored in ops.simulations: run "
-            "<code>lifecycle simulate --customers N --days D</code>.</p>",
-            {},
+def _comparisons(conn: psycopg.Connection, schema: str, first: date,
+                 last: date) -> list[dict[str, Any]] | None:
+    """Per phase and arm, the customers exposed in the period (distinct) and who converted."""
+    if not _exists(conn, f'"{schema}".phase_conversions'):
+        return None
+    return _rows(
+        conn,
+        f"""
+        with per_customer as (
+            select phase, arm, customer_id, min(conversion_event) as event,
+                   bool_or(converted) as converted, max(revenue) as revenue,
+                   bool_or(not is_window_closed) as open_window
+            from "{schema}".phase_conversions
+            where exposed_on between %(f)s and %(l)s
+            group by 1, 2, 3
         )
-    pols = sim["policies"]
+        select phase, arm, min(event) as event, count(*) as customers,
+               count(*) filter (where converted) as conversions,
+               coalesce(sum(revenue), 0) as revenue,
+               count(*) filter (where open_window) as open_windows
+        from per_customer group by 1, 2
+        """,
+        {"f": first, "l": last},
+    )
+
+
+def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settings
+            ) -> list[dict[str, Any]]:
+    from lifecycle.planning.plan import PHASES_IN_ORDER
+
+    by = {(a["phase"], a["arm"]): a for a in arms}
+    out = []
+    for phase in PHASES_IN_ORDER:
+        t, c = by.get((phase, "treated")), by.get((phase, "control"))
+        sent = outbox["by_phase"].get(phase, {"sms": 0, "email": 0, "segments": 0, "customers": 0})
+        if t is None and c is None and not sent["sms"] + sent["email"]:
+            continue
+        nt, nc = (t or {}).get("customers", 0), (c or {}).get("customers", 0)
+        xt, xc = (t or {}).get("conversions", 0), (c or {}).get("conversions", 0)
+        cmp_ = uplift.compare(nt, xt, nc, xc)
+        event = (t or c or {}).get("event")
+        noun, verb = EVENT_WORDS.get(event, ("conversions", "converted"))
+        cost = sent["segments"] * settings.sms_cost + sent["email"] * settings.email_cost
+        revenue = None
+        if nt and nc:
+            revenue = (float(t["revenue"]) / nt - float(c["revenue"]) / nc) * nt
+        out.append({
+            "phase": phase, "noun": noun, "verb": verb, "cmp": cmp_, "sent": sent,
+            "messages": sent["sms"] + sent["email"], "cost": cost,
+            "incremental_revenue": revenue,
+            "open_windows": (t or {}).get("open_windows", 0) + (c or {}).get("open_windows", 0),
+        })
+    return out
+
+
+def _funnel(conn: psycopg.Connection, schema: str, first: date,
+            last: date) -> list[dict[str, Any]] | None:
+    if not _exists(conn, f'"{schema}".message_delivery'):
+        return None
+    rows = _rows(
+        conn,
+        f"""
+        select channel, count(*) as sent,
+               count(*) filter (where delivered_at is not null or first_opened_at is not null
+                                or first_clicked_at is not null) as delivered,
+               count(*) filter (where first_opened_at is not null
+                                or first_clicked_at is not null) as opened,
+               count(*) filter (where first_clicked_at is not null) as clicked,
+               count(*) filter (where failed_at is not null and delivered_at is null) as failed,
+               count(*) filter (where events = 0) as silent
+        from "{schema}".message_delivery
+        where outbox_status = 'sent' and plan_date between %(f)s and %(l)s
+        group by 1 order by 1 desc
+        """,
+        {"f": first, "l": last},
+    )
+    for r in rows:
+        r["title"] = "SMS" if r["channel"] == "sms" else "Email"
+        if r["channel"] == "sms":  # SMS providers report no opens or clicks
+            r["opened"] = r["clicked"] = None
+    return rows
+
+
+def _simulation(conn: psycopg.Connection, first: date, last: date) -> dict[str, Any] | None:
+    """The latest simulation whose days overlap the period, in words; None when there is none."""
+    row = conn.execute(
+        "select simulation_id, created_at, first_day, days, results from ops.simulations "
+        "where first_day <= %(l)s and first_day + days - 1 >= %(f)s "
+        "order by simulation_id desc limit 1",
+        {"f": first, "l": last},
+    ).fetchone()
+    if row is None:
+        return None
+    sim_id, created_at, first_day, days, results = row
+    pols = results["policies"]
     names = [p for p in ("blast", "lifecycle") if p in pols]
-    titles = {"blast": "AS IS (blast)", "lifecycle": "TO BE (lifecycle)"}
-    measures = [
-        ("messages", "messages sent"),
-        ("messages_per_customer_year", "messages per customer per year"),
-        ("messaged_customers", "customers messaged"),
-        ("sms", "SMS"),
-        ("sms_segments", "SMS segments"),
-        ("email", "emails"),
-        ("sms_cost", f"SMS cost, {sim['currency']}"),
-        ("email_cost", f"email cost, {sim['currency']}"),
-        ("cost", f"total cost, {sim['currency']}"),
-        ("opt_outs", "opt-outs"),
-        ("conversions_total", "conversions caused"),
-        ("revenue_total", f"revenue caused, {sim['currency']}"),
-    ]
-    head = "".join(f"<th>{titles[n]}</th>" for n in names)
-    body = [
-        "<tr><td>{}</td>{}</tr>".format(
-            html.escape(title), "".join(f"<td>{_fmt(pols[n][key])}</td>" for n in names)
-        )
-        for key, title in measures
-    ]
-    for phase in PHASES_IN_ORDER:
-        body.append(
-            "<tr><td>{}</td>{}</tr>".format(
-                f"conversions / revenue: {phase}",
-                "".join(
-                    f"<td>{pols[n]['conversions'][phase]} / {_fmt(pols[n]['revenue'][phase])}</td>"
-                    for n in names
-                ),
-            )
-        )
-    table = (
-        f"<table><thead><tr><th>measure</th>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-    fig, axes = _figure(10, 2.6, 1, 3)
-    for ax, (key, title) in zip(
-        axes,
-        [("messages_per_customer_year", "messages / customer / year"),
-         ("cost", f"cost, {sim['currency']}"), ("revenue_total", "revenue caused")],
-        strict=True,
-    ):
-        ax.bar([titles[n].split(" (")[0] for n in names],
-               [pols[n][key] for n in names], color=["#c44", "#2a7"][: len(names)])
-        ax.set_title(title, fontsize=9)
-    chart = _svg(fig)
-    caption = (
-        f"<p>Simulation #{sim.get('simulation_id', '?')} of {sim['created_at']}: "
-        f"{sim['customers']} customers, {sim['days']} days from {sim['first_day']}, seed "
-        f"{sim['seed']}; SMS {sim['sms_cost']} and email {sim['email_cost']} {sim['currency']}."
-        " The club's own behaviour is generated; messages add responses with the probabilities"
-        " below (only customers who would not have converted anyway respond). Lifecycle days "
-        "run the real dbt models planning reads, planning and sandbox dispatch.</p>"
-        f"<pre>{html.escape(json.dumps(sim['model'], indent=1))}</pre>"
-    )
-    headline = {n: {k: pols[n][k] for k in ("messages_per_customer_year", "cost",
-                                             "conversions_total", "revenue_total", "opt_outs")}
-                for n in names}
-    return chart + table + caption, headline
+    model = results.get("model", {})
+    return {
+        "id": sim_id, "created_at": created_at, "first_day": first_day, "days": days,
+        "last_day": first_day + timedelta(days=days - 1), "customers": results["customers"],
+        "seed": results["seed"], "currency": results["currency"],
+        "sms_cost": results["sms_cost"], "email_cost": results["email_cost"],
+        "names": names, "titles": SIMULATION_TITLES, "policies": pols,
+        "assumptions": assumptions(model),
+        "chart": charts.simulation(pols, names, {n: SIMULATION_TITLES[n].split(" (")[0]
+                                                 for n in names}, results["currency"]),
+    }
+
+
+def assumptions(model: dict[str, Any]) -> list[str]:
+    """The simulation's response model as sentences (ResponseModel's fields)."""
+    out = []
+    for phase, p in (model.get("respond") or {}).items():
+        out.append(f"A {phase.replace('_', ' ')} message makes {pct(p, 0)} of the customers who "
+                   "would not have converted anyway do so.")
+    if "blast_respond" in model:
+        out.append(f"A blast SMS makes {pct(model['blast_respond'])} of the members due to renew "
+                   "(membership ending within 45 days) or lapsed buy a membership; it does "
+                   "nothing for the others.")
+    if "opt_out" in model:
+        more = (f", {1 + model['annoyance']:g} times as likely for each further message they got "
+                "in the last 30 days" if model.get("annoyance") else "")
+        out.append(f"Each message makes {pct(model['opt_out'])} of its recipients opt out{more}.")
+    if "max_lag_days" in model:
+        out.append(f"A response comes 1 to {model['max_lag_days']} days after the message.")
+    if model.get("blast_per_month"):
+        low, high = model["blast_per_month"]
+        out.append(f"AS IS sends its blast on {low} to {high} days a month to every member.")
+    return out
 
 
 def build_report(
@@ -270,7 +302,7 @@ def build_report(
     """The report's HTML for ``first``..``last`` and its headline figures."""
     settings = settings or get_settings()
     schema = settings.dbt_schema
-    cur_ = settings.currency
+    p = {"f": first, "l": last}
     with psycopg.connect(url) as conn:
         customers = conn.execute("select count(*) from raw.customers").fetchone()[0]
         daily = _rows(
@@ -279,161 +311,118 @@ def build_report(
             with m as (
                 select plan_date as day, phase, count(*) filter (where channel = 'sms') as sms,
                        count(*) filter (where channel = 'email') as email, count(*) as n
+                from ops.outbox where plan_date between %(f)s and %(l)s and status = 'sent'
+                group by 1, 2
+            ), planned as (
+                select plan_date as day, phase, count(distinct customer_id) as n
                 from ops.outbox where plan_date between %(f)s and %(l)s group by 1, 2
             ), s as (
                 select plan_date as day, phase, count(distinct customer_id) as n
                 from ops.skips where plan_date between %(f)s and %(l)s group by 1, 2
             )
-            select coalesce(m.day, s.day) as day, coalesce(m.phase, s.phase) as phase,
+            select coalesce(planned.day, s.day) as day, coalesce(planned.phase, s.phase) as phase,
                    coalesce(m.sms, 0) as sms, coalesce(m.email, 0) as email,
-                   coalesce(m.n, 0) + coalesce(s.n, 0) as eligible
-            from m full join s on m.day = s.day and m.phase = s.phase order by 1, 2
+                   coalesce(planned.n, 0) + coalesce(s.n, 0) as eligible
+            from planned full join s on planned.day = s.day and planned.phase = s.phase
+            left join m on m.day = coalesce(planned.day, s.day)
+                       and m.phase = coalesce(planned.phase, s.phase)
+            order by 1, 2
             """,
-            {"f": first, "l": last},
+            p,
         )
         skips = conn.execute(
-            "select reason, count(*) from ops.skips where plan_date between %s and %s "
-            "group by 1 order by 2 desc",
-            (first, last),
-        ).fetchall()
+            "select reason, count(*) from ops.skips where plan_date between %(f)s and %(l)s "
+            "group by 1 order by 2 desc", p).fetchall()
         per_customer = conn.execute(
             """
             select coalesce(n, 0) as messages, count(*) from raw.customers c
-            left join (select customer_id, count(*) as n from ops.outbox
-                       where plan_date between %s and %s group by 1) o using (customer_id)
+            left join (select customer_id, count(*) as n from ops.outbox where status = 'sent'
+                       and plan_date between %(f)s and %(l)s group by 1) o using (customer_id)
             group by 1 order by 1
             """,
-            (first, last),
+            p,
         ).fetchall()
-        sent = dict(
-            conn.execute(
-                "select channel, count(*) from ops.outbox where status = 'sent' "
-                "and plan_date between %s and %s group by 1",
-                (first, last),
-            ).fetchall()
-        )
-        segments = sum(
-            n * sms.segments(body)
-            for body, n in conn.execute(
-                "select body, count(*) from ops.outbox where status = 'sent' and channel = 'sms' "
-                "and plan_date between %s and %s group by 1",
-                (first, last),
-            ).fetchall()
-        )
-        uplift = (
-            _rows(conn, f'select * from "{schema}".phase_uplift order by phase, step, variant')
-            if _exists(conn, f'"{schema}".phase_uplift')
-            else []
-        )
+        outbox = _outbox(conn, first, last)
+        arms = _comparisons(conn, schema, first, last)
+        funnel = _funnel(conn, schema, first, last)
         retention = (
-            _rows(
-                conn,
-                f'select * from "{schema}".metrics_retention_monthly '
-                "where month <= %s order by month desc, club_id limit 24",
-                (last,),
-            )
-            if _exists(conn, f'"{schema}".metrics_retention_monthly')
-            else []
+            _rows(conn, f'select * from "{schema}".metrics_retention_monthly where month <= %s '
+                  "and month > %s - interval '12 months' order by month desc, club_id",
+                  (last, last))
+            if _exists(conn, f'"{schema}".metrics_retention_monthly') else None
         )
-    from lifecycle.insight.simulate import latest_simulation
+        sim = _simulation(conn, first, last)
+    ctx = _context(settings, first, last, customers, daily, skips, per_customer, outbox, arms,
+                   funnel, retention, sim)
+    page = _environment().get_template("report.html.j2").render(**ctx)
+    return page, ctx["headline"]
 
-    sim = latest_simulation(url)
-    messages = sum(sent.values())
-    sms_cost = segments * settings.sms_cost
-    email_cost = sent.get("email", 0) * settings.email_cost
-    incremental = sum(
-        float(r["incremental_conversions"] or 0)
-        for r in uplift
-        if r["step"] == 0 and r["variant"] == "*"
-    )
-    for r in uplift:
-        cost = r["sms_messages"] * settings.sms_cost + r["email_messages"] * settings.email_cost
-        r["cost"] = round(cost, 2)
-        inc = float(r["incremental_conversions"] or 0)
-        r["cost_per_incremental"] = round(cost / inc, 2) if inc > 0 else None
-    sections: dict[str, str] = {}
-    sections["audience"] = _audience_chart(daily, first, last) + _table(
-        daily, [("day", "day"), ("phase", "phase"), ("eligible", "eligible"),
-                ("sms", "SMS"), ("email", "email")]
-    )
-    sections["skips"] = (
-        _bar_chart([r for r, _ in skips], [n for _, n in skips], "skipped (customer, step, day)")
-        if skips else "<p class='empty'>No skips in this period.</p>"
-    )
-    sections["per-customer"] = _histogram(per_customer) + (
-        f"<p>{messages} messages sent to a base of {customers} customers: "
-        f"{messages / max(customers, 1):.3f} per customer in {(last - first).days + 1} days.</p>"
-    )
-    sections["uplift"] = _uplift_chart(uplift) + _table(
-        uplift,
-        [("phase", "phase"), ("step", "step (0 = all)"), ("variant", "variant"),
-         ("treated_customers", "messaged"), ("treated_conversions", "converted"),
-         ("treated_rate", "rate"), ("control_customers", "control"),
-         ("control_conversions", "converted"), ("control_rate", "rate"),
-         ("uplift", "uplift"), ("uplift_ci_low", "95% low"), ("uplift_ci_high", "95% high"),
-         ("incremental_conversions", "incremental conversions"),
-         ("incremental_revenue", f"incremental revenue, {cur_}"),
-         ("cost", f"cost, {cur_}"), ("cost_per_incremental", "cost per incremental conversion")],
-    ) + (
-        "<p>Conversions are counted from the messages' data as of the last build (all time, not "
-        "only this period); windows still open count what happened so far, for both arms.</p>"
-        if uplift else "<p class='empty'>phase_uplift is not built: run dbt (the daily run "
-        "does).</p>"
-    )
-    sections["cost"] = _table(
-        [
-            {"what": "SMS", "n": sent.get("sms", 0), "unit": f"{settings.sms_cost} per segment",
-             "segments": segments, "cost": round(sms_cost, 2)},
-            {"what": "email", "n": sent.get("email", 0), "unit": f"{settings.email_cost} each",
-             "segments": None, "cost": round(email_cost, 2)},
-            {"what": "total", "n": messages, "unit": None, "segments": None,
-             "cost": round(sms_cost + email_cost, 2)},
-        ],
-        [("what", "channel"), ("n", "messages sent"), ("segments", "SMS segments"),
-         ("unit", f"price, {cur_}"), ("cost", f"cost, {cur_}")],
-    )
-    sections["retention"] = _table(
-        retention,
-        [("month", "month"), ("club_id", "club"), ("customers_start", "S"),
-         ("customers_end", "E"), ("new_customers", "N"), ("crr", "CRR"),
-         ("churn_rate", "churn"), ("repeat_purchase_rate", "repeat purchase rate"),
-         ("ltv", f"LTV, {cur_}"), ("is_complete", "complete")],
-    )
-    sections["simulation"], sim_headline = _simulation_section(sim)
+
+def _context(settings: Settings, first: date, last: date, customers: int, daily: list,
+             skips: list, per_customer: list, outbox: dict, arms: list | None,
+             funnel: list | None, retention: list | None, sim: dict | None) -> dict[str, Any]:
+    from markupsafe import Markup
+
+    by_phase = outbox["by_phase"]
+    sent_sms = sum(r["sms"] for r in by_phase.values())
+    sent_email = sum(r["email"] for r in by_phase.values())
+    segments = sum(r["segments"] for r in by_phase.values())
+    messages = sent_sms + sent_email
+    sms_cost, email_cost = segments * settings.sms_cost, sent_email * settings.email_cost
+    cost = sms_cost + email_cost
+    phases = _phases(arms, outbox, settings) if arms is not None else []
+    tot = uplift.total([r["cmp"] for r in phases])
+    revenue = [r["incremental_revenue"] for r in phases if r["incremental_revenue"] is not None]
+    inc_revenue = sum(revenue) if revenue else None
+    status = outbox["status"]
+    not_sent = {k: v for k, v in status.items() if k not in ("sent", "expired")}
+    if funnel is not None:
+        in_funnel = sum(r["sent"] for r in funnel)
+        funnel_note = messages - in_funnel
+    else:
+        funnel_note = None
+    for r in retention or []:
+        r["small"] = (r.get("customers_start") or 0) < SMALL_BASE
     headline = {
-        "from": first.isoformat(),
-        "to": last.isoformat(),
-        "customers": customers,
-        "messages": messages,
+        "from": first.isoformat(), "to": last.isoformat(), "customers": customers,
+        "messages": messages, "sms": sent_sms, "email": sent_email, "sms_segments": segments,
+        "expired": status.get("expired", 0),
         "messages_per_customer": round(messages / max(customers, 1), 3),
-        "cost": round(sms_cost + email_cost, 2),
-        "currency": cur_,
-        "incremental_conversions": round(incremental, 1),
-        "simulation": sim_headline,
+        "cost": round(cost, 2), "currency": settings.currency,
+        "incremental_conversions": round(tot.point, 1) if tot else None,
+        "incremental_conversions_low": round(tot.low, 1) if tot else None,
+        "incremental_conversions_high": round(tot.high, 1) if tot else None,
+        "incremental_verdict": tot.verdict if tot else None,
+        "incremental_revenue": round(inc_revenue, 2) if inc_revenue is not None else None,
+        "return_on_spend": round(inc_revenue / cost, 2) if inc_revenue is not None and cost
+        else None,
+        "simulation": ({n: {k: sim["policies"][n][k] for k in (
+            "messages_per_customer_year", "cost", "conversions_total", "revenue_total",
+            "opt_outs")} for n in sim["names"]} if sim else {}),
     }
-    body = "".join(
-        f"<section id='{key}'><h2>{html.escape(title)}</h2>{sections[key]}</section>"
-        for key, title in SECTIONS
-    )
-    head = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(_fmt(v))}</li>"
-                   for k, v in headline.items() if k != "simulation")
-    page = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>lifecycle report {first} .. {last}</title><style>{_CSS}</style></head><body>"
-        f"<h1>Lifecycle report {first} .. {last}</h1><ul class='headline'>{head}</ul>"
-        f"{body}<footer>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by lifecycle report."
-        "</footer></body></html>"
-    )
-    return page, headline
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0}
-td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#f3f3f3}.empty{color:#888}section{margin-bottom:2em}
-svg{max-width:100%;height:auto}.headline li{display:inline-block;margin-right:1.5em}
-"""
+    sections = dict(SECTIONS)
+    return {
+        "first": first, "last": last, "days": (last - first).days + 1,
+        "titles": sections, "settings": settings, "currency": settings.currency,
+        "headline": headline, "total": tot, "phases": phases,
+        "rules": Markup(uplift.RULES_IN_WORDS),
+        "verdicts": (uplift.EFFECT, uplift.NO_EFFECT, uplift.TOO_FEW),
+        "min_arm": uplift.MIN_ARM, "small_base": SMALL_BASE,
+        "sms_cost": sms_cost, "email_cost": email_cost,
+        "not_sent": not_sent, "comparisons_built": arms is not None,
+        "uplift_chart": Markup(charts.uplift(phases)),
+        "funnel": funnel, "funnel_note": funnel_note,
+        "funnel_chart": Markup(charts.funnel(funnel or [])),
+        "audience_chart": Markup(charts.audience(daily, first, last)), "daily": daily,
+        "skips": skips,
+        "skips_chart": Markup(charts.bars([r for r, _ in skips], [n for _, n in skips],
+                                          "skipped (customer, step, day)") if skips else ""),
+        "per_customer_chart": Markup(charts.histogram(per_customer)),
+        "retention": retention,
+        "retention_chart": Markup(charts.retention(retention or [])),
+        "sim": sim and {**sim, "chart": Markup(sim["chart"])},
+        "generated": datetime.now(UTC),
+    }
 
 
 def write_report(
