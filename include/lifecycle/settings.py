@@ -1,6 +1,6 @@
 """One typed settings object, read from the environment (prefix ``LIFECYCLE_``).
 
-Every knob is documented in the README's settings table with its default. DAGs may pass values
+Every knob is documented in docs/settings.md with its default. DAGs may pass values
 from Airflow connections/variables in explicitly; the package itself never imports Airflow.
 """
 
@@ -26,7 +26,7 @@ def _find_project_dir() -> Path:
     return Path.cwd()
 
 
-# Opt-out and opt-in replies to an SMS (README "Settings"): Twilio's own keywords (its default
+# Opt-out and opt-in replies to an SMS (docs/settings.md): Twilio's own keywords (its default
 # STOP filtering and opt-in list), then Ukrainian and Russian. Compared folded (``fold_keyword``).
 DEFAULT_SMS_OPT_OUT_KEYWORDS = (
     "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",

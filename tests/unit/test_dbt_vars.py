@@ -1,9 +1,8 @@
-"""The lifecycle_phases dbt var: generated from the rules file, checked in as dbt's default."""
+"""The lifecycle_phases dbt var: generated from the rules file in use at each run, not committed."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import yaml
@@ -11,18 +10,80 @@ import yaml
 from lifecycle.pipeline import rules_for_dbt
 from lifecycle.rules.loading import load_rules, parse_rules
 from lifecycle.settings import Settings
-from lifecycle.transform.dbt import _with_vars
+from lifecycle.transform.dbt import _with_vars, with_phases
 from lifecycle.transform.dbt_vars import (
     VAR_NAME,
+    main,
     phase_config,
     phase_vars,
     render_condition,
-    rewrite_dbt_project,
 )
 
 PROJECT = Path(__file__).resolve().parents[2]
 RULES = PROJECT / "include" / "rules" / "phases.yml"
 DBT_PROJECT = PROJECT / "dbt_project" / "dbt_project.yml"
+DBT_MODELS = PROJECT / "dbt_project" / "models"
+
+# The windows the dbt unit tests pin (their `overrides: vars:`), as a rules file: a fixture of
+# these tests, not include/rules/phases.yml, which marketers edit.
+PINNED_RULES = """
+version: 1
+phases:
+  - name: activation
+    priority: 1
+    audience:
+      all:
+        - {field: days_since_purchase, between: [20, 30]}
+        - {field: membership_status, not_in: [cancelled]}
+        - {field: visits_since_purchase, eq: 0}
+    channels: [sms]
+    steps: [{offer: {code: intro, title: intro}, templates: {sms: hi}}]
+  - name: retention
+    priority: 2
+    audience:
+      all:
+        - {field: days_until_end, between: [14, 45]}
+        - {field: has_renewal, eq: false}
+        - {field: membership_status, not_in: [cancelled]}
+    channels: [sms]
+    steps: [{offer: {code: renew, title: renew}, templates: {sms: hi}}]
+  - name: stimulation
+    priority: 3
+    audience:
+      all:
+        - {field: days_since_purchase, between: [60, 90]}
+        - {visits_in_last: {days: 30, gte: 4}}
+        - {field: addon_purchases_since_purchase, eq: 0}
+    channels: [sms]
+    steps: [{offer: {code: addon, title: addon}, templates: {sms: hi}}]
+  - name: cross_sell
+    priority: 4
+    audience:
+      all:
+        - {field: days_since_purchase, gt: 90}
+        - {visits_in_last: {days: 30, gte: 4}}
+        - {field: cross_sell_purchases_last_90d, eq: 0}
+        - not: {field: days_until_end, between: [14, 45]}
+    channels: [sms]
+    steps: [{offer: {code: spa, title: spa}, templates: {sms: hi}}]
+  - name: return
+    priority: 5
+    audience:
+      all:
+        - {field: has_active_membership, eq: false}
+        - {field: has_renewal, eq: false}
+    channels: [sms]
+    steps:
+      - when: {field: days_since_end, between: [30, 59]}
+        offer: {code: r1, title: r1}
+        templates: {sms: hi}
+      - when: {field: days_since_end, between: [60, 89]}
+        offer: {code: r2, title: r2}
+        templates: {sms: hi}
+      - when: {field: days_since_end, between: [90, 119]}
+        offer: {code: r3, title: r3}
+        templates: {sms: hi}
+"""
 
 ODD_RULES = """
 version: 1
@@ -62,18 +123,43 @@ phases:
 """
 
 
-def test_checked_in_default_equals_the_rules_file():
-    checked_in = yaml.safe_load(DBT_PROJECT.read_text())["vars"][VAR_NAME]
-    generated = phase_vars(load_rules(RULES))[VAR_NAME]
-    assert json.loads(checked_in) == json.loads(generated), (
-        "dbt_project/dbt_project.yml's lifecycle_phases is stale: include/rules/phases.yml "
-        "changed. Regenerate it with `.venv/bin/python -m lifecycle.transform.dbt_vars` and commit "
-        "dbt_project/dbt_project.yml with the rules change."
-    )
+def _pinned_phases() -> list[tuple[str, dict]]:
+    """(unit test, phase) for every phase a dbt unit test pins in its overrides."""
+    found = []
+    for path in sorted(DBT_MODELS.rglob("*.yml")):
+        for test in yaml.safe_load(path.read_text(encoding="utf-8")).get("unit_tests", []):
+            pinned = ((test.get("overrides") or {}).get("vars") or {}).get(VAR_NAME)
+            if isinstance(pinned, str):
+                pinned = json.loads(pinned)
+            found += [(test["name"], phase) for phase in (pinned or {}).get("phases", [])]
+    return found
+
+
+def test_the_dbt_unit_tests_pin_the_compilers_conditions():
+    """What a unit test pins is what the compiler makes of the window it names."""
+    config = phase_config(parse_rules(PINNED_RULES, "pinned.yml"))
+    compiled = {p["name"]: p for p in config["phases"]}
+    pinned = [(test, phase) for test, phase in _pinned_phases() if "steps" in phase]
+    assert {test for test, _ in pinned} >= {
+        "eligibility_activation_days_20_to_30_without_visits",
+        "eligibility_stimulation_days_60_to_90_then_cross_sell",
+        "eligibility_cross_sell_outside_the_retention_window",
+        "eligibility_retention_14_to_45_days_before_the_end",
+        "eligibility_return_steps_30_60_90_days_after_the_end",
+        "eligibility_customer_in_several_phases_gets_a_row_each",
+    }
+    for test, phase in pinned:
+        if phase["steps"] and phase["steps"][0]["condition"] == "true":
+            continue  # a stand-in phase (metrics tests), not a window
+        expected = compiled[phase["name"]]
+        assert (phase["priority"], phase["steps"]) == (expected["priority"], expected["steps"]), (
+            f"unit test {test} pins {phase['name']} differently from the compiler: "
+            f"pin {json.dumps(expected['steps'])}"
+        )
 
 
 def test_every_enabled_step_in_priority_order_with_its_condition():
-    config = phase_config(load_rules(RULES))
+    config = phase_config(parse_rules(PINNED_RULES, "pinned.yml"))
     assert [
         (p["name"], p["priority"], [s["step"] for s in p["steps"]]) for p in config["phases"]
     ] == [
@@ -92,6 +178,8 @@ def test_every_enabled_step_in_priority_order_with_its_condition():
     return_2 = config["phases"][4]["steps"][1]["condition"]
     assert '"days_since_end" between 60 and 89' in return_2
     assert "%s" not in json.dumps(config)
+    # the shipped rules file compiles too (whatever its windows are today)
+    assert phase_config(load_rules(RULES))["phases"]
 
 
 def test_values_become_escaped_literals_and_disabled_phases_are_left_out():
@@ -120,20 +208,31 @@ def test_var_json_has_no_jinja_delimiters_and_survives_cosmos_yaml():
     assert yaml.safe_load(yaml.dump({VAR_NAME: value}))[VAR_NAME] == value
 
 
-def test_rewrite_dbt_project_replaces_only_the_generated_block(tmp_path):
-    project = tmp_path / "dbt_project.yml"
-    shutil.copy(DBT_PROJECT, project)
-    before = project.read_text()
-    edited = parse_rules(RULES.read_text().replace("between: [20, 30]", "between: [21, 30]"))
+def test_dbt_project_holds_no_phases_and_runs_get_the_rules_file_in_use(tmp_path):
+    assert VAR_NAME not in yaml.safe_load(DBT_PROJECT.read_text())["vars"]
+    rules_file = tmp_path / "phases.yml"
+    rules_file.write_text(RULES.read_text().replace("between: [20, 30]", "between: [18, 30]"))
+    settings = Settings(rules_file=rules_file)
+    edited = phase_vars(load_rules(rules_file))
+    assert with_phases(["build"], settings) == edited
+    assert with_phases(["test", "--select", "x"], settings, {"a": "1"}) == {**edited, "a": "1"}
+    # given by the caller (the DAG's validated file, a test's pin): left as it is
+    assert with_phases(["build"], settings, {VAR_NAME: "{}"}) == {VAR_NAME: "{}"}
+    assert with_phases(["build", "--vars", '{"lifecycle_phases": "{}"}'], settings) is None
+    # a parse compiles no model: it never depends on the rules file
+    rules_file.write_text("version: 1\nphases: []\nbroken: [\n")
+    assert with_phases(["parse", "--no-partial-parse"], settings) is None
 
-    assert rewrite_dbt_project(project, edited) is True
-    after = project.read_text()
-    loaded = yaml.safe_load(after)
-    assert json.loads(loaded["vars"][VAR_NAME]) == phase_config(edited)
-    assert loaded["vars"]["club_timezone"] == yaml.safe_load(before)["vars"]["club_timezone"]
-    assert before.split("# BEGIN generated")[0] == after.split("# BEGIN generated")[0]
-    assert before.split("# END generated")[1] == after.split("# END generated")[1]
-    assert rewrite_dbt_project(project, edited) is False
+
+def test_the_ad_hoc_vars_command_prints_the_rules_files_vars(tmp_path, capsys):
+    rules_file = tmp_path / "phases.yml"
+    rules_file.write_text(RULES.read_text().replace("between: [20, 30]", "between: [18, 30]"))
+    assert main([str(rules_file), "--as-of-date", "2026-06-30"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {**phase_vars(load_rules(rules_file)), "as_of_date": "2026-06-30"}
+    rules_file.write_text("version: 1\nphases: [{name: nope}]\n")
+    assert main([str(rules_file)]) == 1
+    assert str(rules_file) in capsys.readouterr().err
 
 
 def test_the_dag_and_the_cli_pass_the_settings_rules_file(tmp_path):

@@ -1,5 +1,5 @@
-"""The interfaces between the parts agree: dbt's contract vs the rule engine, the README vs the
-data contract."""
+"""The interfaces between the parts agree: dbt's contract vs the rule engine, the data contract
+page (docs/data-contract.md) vs the data contract."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ def test_rule_engine_columns_are_the_enforced_dbt_contract():
     assert dbt_types == dict(FACT_COLUMNS)
 
 
-def test_readme_shows_the_data_contract_as_defined():
-    readme = (PROJECT / "README.md").read_text()
+def test_the_docs_show_the_data_contract_as_defined():
+    page = (PROJECT / "docs" / "data-contract.md").read_text()
     start, end = "<!-- contract:start -->", "<!-- contract:end -->"
-    shown = readme[readme.index(start) + len(start) : readme.index(end)].strip()
-    assert shown == contract_markdown().strip(), "README's contract table is stale: regenerate it"
+    shown = page[page.index(start) + len(start) : page.index(end)].strip()
+    assert shown == contract_markdown().strip(), (
+        "docs/data-contract.md's contract table is stale: paste "
+        "lifecycle.data.contract.contract_markdown() between its contract markers"
+    )

@@ -1,7 +1,8 @@
 """The data contract: the CSV files a club hands over, defined once as data.
 
-The loader validates against it, the generator writes to it and the README renders it with
-``contract_markdown()``. Files are UTF-8 with a header row, comma-separated, standard quoting.
+The loader validates against it, the generator writes to it and docs/data-contract.md renders
+it with ``contract_markdown()``. Files are UTF-8 with a header row, comma-separated, standard
+quoting.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def _md(text: str) -> str:
 
 
 def contract_markdown() -> str:
-    """The contract as one Markdown table (a row per column), for the README."""
+    """The contract as one Markdown table (a row per column), for docs/data-contract.md."""
     lines = [
         "| File | Column | Type | May be empty | Valid values | Meaning |",
         "|---|---|---|---|---|---|",

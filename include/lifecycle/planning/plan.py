@@ -21,7 +21,7 @@ class PlanningError(RuntimeError):
 
 PHASES_IN_ORDER = ("activation", "stimulation", "cross_sell", "retention", "return")
 
-# Skip reasons (README "Skip reasons").
+# Skip reasons (docs/operations.md, "Skip reasons").
 CONTROL_GROUP = "control_group"
 ALREADY_SENT = "already_sent"
 ALREADY_PLANNED_TODAY = "already_planned_today"

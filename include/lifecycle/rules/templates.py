@@ -51,7 +51,7 @@ _ENV = _Sandbox(
 )
 TEMPLATE_VARIABLES = frozenset(TEMPLATE_FIELDS | {"offer", "variant"})
 
-# The documented worst case a template is rendered with at validation (README "For marketers").
+# The documented worst case a template is rendered with at validation (docs/rules.md, "Templates").
 # Every text is 20 Cyrillic characters: one such character turns a whole SMS into UCS-2, as a
 # Ukrainian name does, and 20 is longer than nearly all first names.
 SAMPLE_FIRST_NAME = "Анастасія-Олександра"

@@ -23,6 +23,7 @@ import yaml
 from lifecycle.rules.compiled import Rules
 from lifecycle.rules.loading import load_rules
 from lifecycle.settings import Settings, get_settings
+from lifecycle.transform.dbt_vars import VAR_NAME as PHASES_VAR
 from lifecycle.transform.dbt_vars import phase_vars
 
 OUTPUT_TAIL_LINES = 60
@@ -133,6 +134,40 @@ def _with_vars(
     return [*args, "--vars", json.dumps(given)]
 
 
+# dbt commands that compile no model against the warehouse: they run without the rules file's
+# phases (a parse must not depend on the rules file being valid).
+_NO_PHASES = frozenset({"parse", "deps", "clean", "debug", "ls", "list", "init"})
+
+
+def _vars_in_args(args: list[str]) -> dict:
+    """The vars already in ``args`` (``--vars X`` or ``--vars=X``), as a mapping."""
+    for i, arg in enumerate(args):
+        if arg == "--vars" and i + 1 < len(args):
+            return yaml.safe_load(args[i + 1]) or {}
+        if arg.startswith("--vars="):
+            return yaml.safe_load(arg.split("=", 1)[1]) or {}
+    return {}
+
+
+def with_phases(
+    args: list[str], settings: Settings, dbt_vars: dict[str, str] | None = None
+) -> dict[str, str] | None:
+    """``dbt_vars`` plus the phases of the settings' rules file when nobody passed them.
+
+    dbt_project.yml holds no copy of the phases (docs/architecture.md #1): a run that names no
+    ``lifecycle_phases`` gets the rules file in use, validated (RulesInvalid if it is broken).
+    """
+    if (
+        not args
+        or args[0] in _NO_PHASES
+        or PHASES_VAR in (dbt_vars or {})
+        or PHASES_VAR in _vars_in_args(args)
+    ):
+        return dbt_vars
+    rules = load_rules(settings.rules_path, max_bytes=settings.rules_file_max_bytes)
+    return {**phase_vars(rules), **(dbt_vars or {})}
+
+
 def run_dbt(
     url: str,
     args: list[str],
@@ -144,7 +179,8 @@ def run_dbt(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``dbt <args>`` in the dbt project against ``url``; raise DbtError unless it succeeds.
 
-    ``as_of`` becomes the ``as_of_date`` var; ``dbt_vars`` are merged into ``--vars`` too.
+    ``as_of`` becomes the ``as_of_date`` var; ``dbt_vars`` are merged into ``--vars`` too, with
+    the settings' rules file as ``lifecycle_phases`` unless given (``with_phases``).
     ``target_path`` keeps dbt's artifacts and logs apart from other runs of the same checkout
     (parallel tests, concurrent tasks).
     """
@@ -156,7 +192,7 @@ def run_dbt(
     if target_path is not None:
         env["DBT_TARGET_PATH"] = str(target_path)
         env["DBT_LOG_PATH"] = str(target_path / "logs")
-    cmd = [str(exe), *_with_vars(args, as_of, dbt_vars)]
+    cmd = [str(exe), *_with_vars(args, as_of, with_phases(args, settings, dbt_vars))]
     result = subprocess.run(
         cmd,
         cwd=settings.dbt_project_dir,
@@ -192,9 +228,9 @@ def build(
 
     The phases reach dbt from the rules file (docs/architecture.md #1): ``rules`` when given,
     else the settings' rules file, loaded and validated here (RulesInvalid if it is broken).
-    ``dbt_vars`` add or override other vars. The phase unit tests pin the default rules'
-    windows (dbt_project.yml's generated default): ``unit_tests=False`` leaves them out, as
-    the daily runs do (DAG and ``lifecycle run``), so edited windows never fail a day.
+    ``dbt_vars`` add or override other vars. Unit tests check model logic with the phases
+    they pin themselves, not the day's data: ``unit_tests=False`` leaves them out, as the
+    daily runs do (DAG and ``lifecycle run``).
     """
     settings = settings or get_settings()
     if rules is None:

@@ -18,16 +18,20 @@ that psycopg renders as a quoted, escaped literal (``sql.Literal``), exactly as 
 binding it. The var is dbt project configuration like any other: whoever can set dbt vars can
 already change the SQL dbt runs.
 
-``python -m lifecycle.transform.dbt_vars [RULES_FILE]`` rewrites the default checked into
-``dbt_project/dbt_project.yml`` (used by dbt unit tests and ad-hoc runs); a unit test fails
-when it is stale.
+Nothing generated from the rules file is committed: every run through
+``lifecycle.transform.dbt`` passes the var for the rules file in use, and dbt unit tests pin
+the phases they test in their own ``overrides: vars:``. For an ad-hoc dbt run,
+``python -m lifecycle.transform.dbt_vars [RULES_FILE] [--as-of-date D]`` prints the ``--vars``
+value: ``dbt build --vars "$(python -m lifecycle.transform.dbt_vars --as-of-date 2026-06-30)"``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +45,6 @@ from lifecycle.rules.models import CONVERSION_EVENTS
 
 VAR_NAME = "lifecycle_phases"
 FORMAT_VERSION = 1
-
-# The default in dbt_project.yml lives between these two comment lines.
-BEGIN_MARKER = "  # BEGIN generated lifecycle_phases (python -m lifecycle.transform.dbt_vars)"
-END_MARKER = "  # END generated lifecycle_phases"
 
 # Relations a condition may read besides customer_facts: dbt models, referenced with ref().
 DBT_RELATIONS = frozenset({SERVICE_PURCHASES_RELATION})
@@ -162,56 +162,35 @@ def phase_vars(rules: Rules) -> dict[str, str]:
     return {VAR_NAME: _dumps(phase_config(rules))}
 
 
-def dbt_project_block(rules: Rules) -> str:
-    """The generated lines of dbt_project.yml, markers included.
-
-    Pretty-printed in a YAML literal block so a changed window shows as a one-line diff; runs
-    pass the compact form (``phase_vars``), the same JSON value.
-    """
-    pretty = _dumps(phase_config(rules), indent=2)
-    return "\n".join(
-        [
-            BEGIN_MARKER,
-            "  # The phases of include/rules/phases.yml compiled to SQL over customer_facts.",
-            "  # Runs through lifecycle (CLI, DAG) pass the rules file in use instead.",
-            f"  {VAR_NAME}: |-",
-            *("    " + line for line in pretty.splitlines()),
-            END_MARKER,
-        ]
-    )
-
-
-def rewrite_dbt_project(project_file: Path, rules: Rules) -> bool:
-    """Replace the generated block in dbt_project.yml; True when the file changed."""
-    text = project_file.read_text(encoding="utf-8")
-    start = text.find(BEGIN_MARKER)
-    end = text.find(END_MARKER)
-    if start < 0 or end < start:
-        raise ValueError(
-            f"{project_file}: the lines '{BEGIN_MARKER.strip()}' and '{END_MARKER.strip()}' "
-            "are missing under vars:; put them back to mark where the generated default goes"
-        )
-    new = text[:start] + dbt_project_block(rules) + text[end + len(END_MARKER) :]
-    if new == text:
-        return False
-    project_file.write_text(new, encoding="utf-8")
-    return True
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date like 2026-06-30") from None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the ``--vars`` JSON of an ad-hoc dbt run: the phases, and as_of_date if given."""
     from lifecycle.settings import get_settings
 
-    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m lifecycle.transform.dbt_vars",
+        description="Print dbt's --vars for the rules file (default: LIFECYCLE_RULES_FILE).",
+    )
+    parser.add_argument("rules_file", nargs="?", type=Path)
+    parser.add_argument("--as-of-date", type=_iso_date, help="also set as_of_date (YYYY-MM-DD)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = get_settings()
-    rules_file = Path(argv[0]) if argv else settings.rules_path
-    project_file = settings.dbt_project_dir / "dbt_project.yml"
+    rules_file = args.rules_file or settings.rules_path
     try:
-        rules = load_rules(rules_file)
+        rules = load_rules(rules_file, max_bytes=settings.rules_file_max_bytes)
     except RulesInvalid as exc:
         print(exc, file=sys.stderr)
         return 1
-    changed = rewrite_dbt_project(project_file, rules)
-    print(f"{project_file}: {'updated' if changed else 'already up to date'} from {rules_file}")
+    dbt_vars: dict[str, str] = dict(phase_vars(rules))
+    if args.as_of_date:
+        dbt_vars["as_of_date"] = args.as_of_date.isoformat()
+    print(json.dumps(dbt_vars))
     return 0
 
 

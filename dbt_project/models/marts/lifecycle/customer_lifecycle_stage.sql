@@ -1,5 +1,5 @@
 {#- The descriptive lifecycle stage of each customer on D; the rules are in the model's
-    description (_lifecycle__models.yml) and the README. First matching rule wins. -#}
+    description (_lifecycle__models.yml) and docs/data-contract.md. First matching rule wins. -#}
 
 {{ config(post_hook=["create unique index on {{ this }} (customer_id)"]) }}
 

@@ -1,17 +1,10 @@
 {#-
     The phase steps each customer is eligible for on D, by the rules file's own conditions:
-    var lifecycle_phases is generated from the validated rules (lifecycle.transform.dbt_vars, docs/architecture.md
-    #1), each step's condition our compiler's SQL over customer_facts columns. Names and
+    var lifecycle_phases is generated from the validated rules in use (macro lifecycle_phases,
+    docs/architecture.md #1), each step's condition our compiler's SQL over customer_facts columns. Names and
     numbers are checked here too, so a hand-passed var cannot smuggle text into them.
 -#}
-{%- set config_json = var('lifecycle_phases') -%}
-{%- set phase_config = fromjson(config_json) if config_json is string else config_json -%}
-{%- if phase_config is none or phase_config is not mapping or 'phases' not in phase_config -%}
-    {{ exceptions.raise_compiler_error(
-        "var 'lifecycle_phases' is not the JSON lifecycle.transform.dbt_vars.phase_vars generates; "
-        ~ "regenerate it with `python -m lifecycle.transform.dbt_vars`, got: " ~ (config_json | string)[:200]
-    ) }}
-{%- endif -%}
+{%- set phase_config = lifecycle_phases() -%}
 {#- Relations a condition may read besides customer_facts (bought_service), as ref()s: the
     generator leaves a marker for each (lifecycle.transform.dbt_vars.REF_MARKER). The ref is taken
     whether or not the rules use it, so dbt always builds it first. -#}

@@ -2,7 +2,7 @@
     customer_lifecycle_history: only the days that were built count. Incremental by month:
     building D can only change days >= D, so the months from D's month to the last one held
     are recomputed (delete + insert by month); a full refresh recomputes every month. -#}
-{%- set phase_config = fromjson(var('lifecycle_phases')) or {'phases': []} -%}
+{%- set phase_config = lifecycle_phases() -%}
 
 {{ config(
     materialized='incremental',

@@ -1,6 +1,6 @@
 {#- Retention, churn, repeat purchases, LTV and dead contacts per calendar month and club, from
     the membership and purchase history as recorded on D (var as_of_date). Every definition is
-    in _metrics__models.yml and the README. The month of D is measured up to D.
+    in _metrics__models.yml and docs/measurement.md. The month of D is measured up to D.
 
     Incremental: the figures of a month stored complete are kept: its member counts (S, E, N,
     retained, churned) and its purchases, revenue and first and second purchases (these two

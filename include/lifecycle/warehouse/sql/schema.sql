@@ -4,7 +4,7 @@
 create schema if not exists raw;
 create schema if not exists ops;
 
--- raw: the data contract (README "Data contract"); loaded by `lifecycle load`, upserted by id.
+-- raw: the data contract (docs/data-contract.md); loaded by `lifecycle load`, upserted by id.
 create table if not exists raw.customers (
     customer_id  text primary key,
     club_id      text not null default 'main',
