@@ -124,9 +124,11 @@ def lifecycle_daily():
     @task
     def prepare_warehouse() -> None:
         from lifecycle.transform.dbt import DbtError, ensure_manifest
-        from lifecycle.warehouse.migrations import migrate
+        from lifecycle.warehouse.migrations import ensure_schema, migrate
 
         migrate(warehouse_url())
+        # before the dbt tasks start side by side: each would try to create it
+        ensure_schema(warehouse_url(), SETTINGS.dbt_schema)
         # After a change to the dbt project the next parses render from a fresh manifest
         # again (this run's tasks were rendered by `dbt ls`: the same tasks). Only a speed-up:
         # a read-only state dir or a failed parse leaves the DAG on `dbt ls`, the run goes on.

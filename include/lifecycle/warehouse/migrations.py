@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from psycopg import sql as pgsql
+
 from lifecycle.warehouse.server import connect
 
 
@@ -16,3 +18,15 @@ def migrate(url: str) -> None:
         # One migration at a time: concurrent workers would race on CREATE ... IF NOT EXISTS.
         conn.execute("select pg_advisory_xact_lock(727001)")
         conn.execute(sql)
+
+
+def ensure_schema(url: str, name: str) -> None:
+    """Create the schema ``name`` if it is missing, one creator at a time.
+
+    ``create schema if not exists`` races with itself: dbt invocations started together on an
+    empty warehouse (the daily DAG runs one per model) can each find the schema missing and the
+    second fails on the catalog's unique key. Created here first, they all find it.
+    """
+    with connect(url) as conn:
+        conn.execute("select pg_advisory_xact_lock(727001)")
+        conn.execute(pgsql.SQL("create schema if not exists {}").format(pgsql.Identifier(name)))
