@@ -16,7 +16,7 @@ import psycopg
 
 from lifecycle.delivery import dispatch as dispatch_mod
 from lifecycle.logs import get_logger
-from lifecycle.pipeline import _run, send_due, validate_rules
+from lifecycle.pipeline import _run, record_skip, send_due, validate_rules
 from lifecycle.planning.outbox import plan_day
 from lifecycle.rules.compiled import Rules
 from lifecycle.settings import Settings, get_settings
@@ -96,11 +96,7 @@ def skip_old_run(url: str, plan_date: date, today: date,
            "built, planned or sent for it; rebuild its history with the logical clock if needed")
     # The first run of a new deployment may come before any migration: the table must exist.
     migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
-                     "values (%s, 'catchup', now(), 'skipped', %s)",
-                     (plan_date, json.dumps({"reason": why})))
-    log.warning(why)
+    record_skip(url, plan_date, "catchup", why)
     return why
 
 

@@ -135,12 +135,17 @@ def skip_stale_day(url: str, plan_date: date, today: date,
     why = stale_reason(plan_date, today, settings)
     if why is None:
         return None
+    record_skip(url, plan_date, "plan", why)
+    return why
+
+
+def record_skip(url: str, plan_date: date, step: str, why: str) -> None:
+    """A step of ``plan_date`` that did not run, with why, in ``ops.runs`` and the log."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("insert into ops.runs (plan_date, step, finished_at, status, summary) "
-                     "values (%s, 'plan', now(), 'skipped', %s)",
-                     (plan_date, json.dumps({"reason": why})))
+                     "values (%s, %s, now(), 'skipped', %s)",
+                     (plan_date, step, json.dumps({"reason": why})))
     log.warning(why)
-    return why
 
 
 @dataclass
