@@ -45,8 +45,12 @@ def test_default_rules_have_the_five_phases_in_priority_order():
         "return",
     ]
     ret = next(p for p in rules.phases if p.name == "return")
-    assert [s.number for s in ret.steps] == [1, 2, 3]
+    # three written steps, the last one repeated every 30 days up to six steps in all
+    assert [s.number for s in ret.steps] == [1, 2, 3, 4, 5, 6]
     assert ret.steps[1].condition.params[-2:] == [60, 89]
+    assert [s.condition.params[-2:] for s in ret.steps[3:]] == [[120, 149], [150, 179], [180, 209]]
+    assert [s.repeats for s in ret.steps] == [None, None, None, 3, 3, 3]
+    assert {s.offer.code for s in ret.steps[2:]} == {"return_spa"}
     assert rules.policy.send_window.start.hour == 10
     guard = rules.policy.volume_guard
     assert (guard.max_messages, guard.max_ratio_to_median, guard.median_days) == (5000, 3.0, 7)
@@ -406,7 +410,7 @@ def test_cli_validate_json_and_schema(tmp_path):
     assert err["path"] == "phases[2].channels[1]" and err["did_you_mean"] == "sms"
     assert err["line"] == _line_of(bad.read_text(), "smss") and err["file"] == str(bad)
     ok = CliRunner().invoke(cli, ["rules", "validate", str(RULES)])
-    assert ok.exit_code == 0 and "ok (5 enabled phases, 7 steps)" in ok.output
+    assert ok.exit_code == 0 and "ok (5 enabled phases, 10 steps, 3 of them repetitions)" in ok.output
     schema = CliRunner().invoke(cli, ["rules", "schema"])
     assert schema.exit_code == 0 and schema.output == SCHEMA.read_text()
 
@@ -433,3 +437,64 @@ def test_a_rules_file_that_never_ends_is_read_up_to_the_limit_only(tmp_path):
     """A device or pipe has no size to stat: reading stops one byte past the limit."""
     with pytest.raises(RulesInvalid, match="more than 1 000 bytes, the limit is 1 000 bytes"):
         load_rules("/dev/zero", max_bytes=1000)
+
+
+REPEAT_LINE = "        repeat: {every_days: 30, max_steps: 6}\n"
+
+
+def test_repeat_is_validated_with_located_errors():
+    assert REPEAT_LINE in TEXT
+    # on a step that is not the last
+    moved = TEXT.replace(REPEAT_LINE, "", 1)
+    moved = _replace(
+        moved,
+        "      - when: {field: days_since_end, between: [60, 89]}\n",
+        "      - when: {field: days_since_end, between: [60, 89]}\n" + REPEAT_LINE,
+    )
+    (err,) = _errors(moved)
+    assert err.path == "phases[4].steps[1].repeat"
+    assert "only the last step" in err.message and err.line == _line_of(moved, "repeat:")
+    # max_steps that leaves nothing to repeat, and windows that would overlap
+    (err,) = _errors(_replace(TEXT, "max_steps: 6}", "max_steps: 3}"))
+    assert err.path == "phases[4].steps[2].repeat.max_steps"
+    assert "nothing to repeat" in err.message and "4 to 24" in err.valid
+    (err,) = _errors(_replace(TEXT, "every_days: 30, max_steps", "every_days: 20, max_steps"))
+    assert err.path == "phases[4].steps[2].repeat.every_days"
+    assert "overlap" in err.message and "at least 30" in err.valid
+    # a window that is not a day count's between
+    text = _replace(
+        TEXT,
+        "      - when: {field: days_since_end, between: [90, 119]}\n",
+        "      - when: {field: days_since_end, gte: 90}\n",
+    )
+    (err,) = _errors(text)
+    assert err.path == "phases[4].steps[2].when" and "window to move" in err.message
+    # the model's own bounds, and unknown keys
+    errors = _errors(_replace(TEXT, "every_days: 30, max_steps: 6", "every_day: 30, max_steps: 99"))
+    paths = {e.path for e in errors}
+    assert "phases[4].steps[2].repeat.every_day" in paths
+    assert "phases[4].steps[2].repeat.max_steps" in paths
+
+
+def test_repetitions_are_steps_of_their_own_with_distinct_keys():
+    from lifecycle.planning.plan import Candidate
+
+    rules = load_rules(RULES)
+    ret = rules.phase("return")
+    facts = {"customer_id": "c1", "membership_id": "m1"}
+    keys = [Candidate(ret, s, facts).message_key for s in ret.steps]
+    assert len(set(keys)) == 6
+    # deterministic: the same rules give the same keys
+    again = load_rules(RULES).phase("return")
+    assert keys == [Candidate(again, s, facts).message_key for s in again.steps]
+    assert ret.steps[4].label() == "step 5 (step 3 again: days_since_end 150-179)"
+    # a single-step phase can repeat too (the window is its `when`)
+    text = _replace(
+        TEXT,
+        "      - offer: {code: addon_trial",
+        "      - when: {field: days_since_purchase, between: [60, 69]}\n"
+        "        repeat: {every_days: 10, max_steps: 3}\n"
+        "        offer: {code: addon_trial",
+    )
+    stim = parse_rules(text, "phases.yml").phase("stimulation")
+    assert [s.condition.params[-2:] for s in stim.steps] == [[60, 69], [70, 79], [80, 89]]

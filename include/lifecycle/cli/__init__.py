@@ -189,10 +189,12 @@ def rules_validate(file: Path | None, as_json: bool) -> None:
             click.echo(f"{len(exc.errors)} error(s) in {path}", err=True)
         sys.exit(1)
     steps = sum(len(p.steps) for p in parsed.phases)
+    repeated = sum(s.repeats is not None for p in parsed.phases for s in p.steps)
     if as_json:
         click.echo("[]")
     else:
-        click.echo(f"{path}: ok ({len(parsed.phases)} enabled phases, {steps} steps)")
+        also = f", {repeated} of them repetitions" if repeated else ""
+        click.echo(f"{path}: ok ({len(parsed.phases)} enabled phases, {steps} steps{also})")
 
 
 @rules.command("schema")

@@ -21,7 +21,15 @@ from lifecycle.rules.conditions import (
     is_int,
 )
 from lifecycle.rules.errors import Problem, problem_at
-from lifecycle.rules.models import CHANNELS, DEFAULT_VARIANT, PHASE_NAMES, Offer, SendWindow
+from lifecycle.rules.models import (
+    CHANNELS,
+    DEFAULT_VARIANT,
+    MAX_REPEAT_STEPS,
+    PHASE_NAMES,
+    REPEATABLE_FIELDS,
+    Offer,
+    SendWindow,
+)
 from lifecycle.rules.templates import check_template
 
 # ---- the semantic walk over the raw document
@@ -46,6 +54,8 @@ class Semantics:
         self.problems = problems
         self.context = context
         self.step_conditions: dict[tuple[int, int], Compiled] = {}
+        # phase index -> the repetitions of its last step: (window, condition) each
+        self.repetitions: dict[int, list[tuple[tuple[str, int, int], Compiled]]] = {}
 
     def add(self, problem: Problem) -> None:
         self.problems.append(problem)
@@ -188,7 +198,95 @@ class Semantics:
                     condition = None
             if condition is not None:
                 self.step_conditions[(base[1], j)] = condition
+            if step.get("repeat") is not None:
+                self.check_repeat(step, sbase, j, len(steps), audience)
             self.check_step_texts(step, sbase, channels, sms_limit)
+
+    def check_repeat(
+        self, step: dict[str, Any], sbase: tuple, j: int, n_steps: int, audience: Compiled | None
+    ) -> None:
+        """A repeating step: the last one, its window a day count's `between`, repetitions that
+        do not overlap; records each repetition's condition (audience AND the moved window)."""
+        repeat = step["repeat"]
+        if j != n_steps - 1:
+            self.add(
+                problem_at(
+                    sbase + ("repeat",),
+                    f"only the last step of a phase can repeat (this is step {j + 1} of {n_steps})",
+                    valid="move 'repeat' to the last step",
+                )
+            )
+            return
+        when = step.get("when")
+        example = "when: {field: days_since_end, between: [90, 119]}"
+        window = None
+        if (
+            isinstance(when, dict)
+            and set(when) == {"field", "between"}
+            and when["field"] in REPEATABLE_FIELDS
+            and isinstance(when["between"], list)
+            and len(when["between"]) == 2
+            and all(is_int(v) for v in when["between"])
+            and 0 <= when["between"][0] <= when["between"][1]
+        ):
+            window = (when["field"], when["between"][0], when["between"][1])
+        else:
+            self.add(
+                problem_at(
+                    sbase + (("when",) if when is not None else ("repeat",)),
+                    "a repeating step needs a window to move: its 'when' must be one "
+                    f"'between' on a day count ({', '.join(REPEATABLE_FIELDS)})",
+                    valid=f"e.g. {example}",
+                )
+            )
+        if not isinstance(repeat, dict):
+            return  # the model reports it
+        every, most = repeat.get("every_days"), repeat.get("max_steps")
+        if not (is_int(every) and is_int(most)) or every < 1 or not 2 <= most <= MAX_REPEAT_STEPS:
+            return  # the model reports it
+        if most <= n_steps:
+            self.add(
+                problem_at(
+                    sbase + ("repeat", "max_steps"),
+                    f"max_steps {most} leaves nothing to repeat: the phase already has "
+                    f"{n_steps} step(s)",
+                    found=most,
+                    valid=f"{n_steps + 1} to {MAX_REPEAT_STEPS}",
+                )
+            )
+            return
+        if window is None:
+            return
+        field, lo, hi = window
+        if every < hi - lo + 1:
+            self.add(
+                problem_at(
+                    sbase + ("repeat", "every_days"),
+                    f"repetitions would overlap: the window [{lo}, {hi}] is {hi - lo + 1} days "
+                    f"long, longer than every_days {every}",
+                    found=every,
+                    valid=f"at least {hi - lo + 1}, or a shorter window",
+                )
+            )
+            return
+        if audience is None:
+            return
+        out = []
+        for k in range(1, most - n_steps + 1):
+            moved = {"field": field, "between": [lo + k * every, hi + k * every]}
+            cond = compile_condition(moved, sbase + ("when",), self.problems, context=self.context)
+            if cond is None:
+                return
+            out.append(
+                (
+                    (field, lo + k * every, hi + k * every),
+                    Compiled(
+                        sql.SQL("(") + audience.sql + sql.SQL(" and ") + cond.sql + sql.SQL(")"),
+                        audience.params + cond.params,
+                    ),
+                )
+            )
+        self.repetitions[sbase[1]] = out
 
     def check_step_texts(
         self, step: dict[str, Any], sbase: tuple, channels: list[str], sms_limit: int | None

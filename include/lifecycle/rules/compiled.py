@@ -27,10 +27,20 @@ class CompiledStep:
     templates: Templates  # of the first variant when the step has variants
     condition: Compiled  # audience AND when
     variants: list[CompiledVariant] = field(default_factory=list)
+    # A repetition of a repeating step (``repeat``): the step it repeats, and its window
+    repeats: int | None = None
+    window: tuple[str, int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.variants:
             self.variants = [CompiledVariant(DEFAULT_VARIANT, 1.0, self.offer, self.templates)]
+
+    def label(self) -> str:
+        """'step 4 (step 3 again: days_since_end 120-149)' for a repetition, else 'step 1'."""
+        if self.repeats is None or self.window is None:
+            return f"step {self.number}"
+        field_name, lo, hi = self.window
+        return f"step {self.number} (step {self.repeats} again: {field_name} {lo}-{hi})"
 
 
 @dataclass

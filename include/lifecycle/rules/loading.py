@@ -122,6 +122,20 @@ def parse_rules(text: str, name: str = "<rules>", *, schema: str | None = None) 
             else:
                 assert step.templates is not None  # checked by Semantics
                 steps.append(CompiledStep(j + 1, step.offer, step.templates, condition))
+        # the last step's repetitions: steps of their own, numbered on (their own keys)
+        last = steps[-1]
+        for k, (window, condition) in enumerate(compiled.repetitions.get(i, []), start=1):
+            steps.append(
+                CompiledStep(
+                    last.number + k,
+                    last.offer,
+                    last.templates,
+                    condition,
+                    list(last.variants),
+                    repeats=last.number,
+                    window=window,
+                )
+            )
         if phase.enabled:
             phases.append(CompiledPhase(phase, steps))
     phases.sort(key=lambda cp: cp.phase.priority)

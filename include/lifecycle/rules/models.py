@@ -174,6 +174,31 @@ class Variant(BaseModel):
     templates: Templates
 
 
+# Day counts that only grow while nothing happens: a repeating step's window moves along them.
+REPEATABLE_FIELDS = (
+    "days_since_end",
+    "days_since_purchase",
+    "days_since_last_visit",
+    "tenure_days",
+)
+MAX_REPEAT_STEPS = 24
+
+
+class Repeat(BaseModel):
+    """The last step of a phase sent again every `every_days` days until the phase has
+    `max_steps` steps: its window (``when: {field: days_since_end, between: [a, b]}``) moves
+    `every_days` later each time; each repetition is a step of its own (its own number and
+    message key), with the step's offer and texts."""
+
+    model_config = _STRICT
+    every_days: int = Field(ge=1, le=365, description="Days between two repetitions")
+    max_steps: int = Field(
+        ge=2,
+        le=MAX_REPEAT_STEPS,
+        description="Steps of the phase in all, the written ones and the repetitions",
+    )
+
+
 class Step(BaseModel):
     """One message of a phase; a phase with several steps needs `when` on each."""
 
@@ -189,6 +214,10 @@ class Step(BaseModel):
         default=None,
         min_length=1,
         description="A/B variants, assigned by a stable hash of the customer",
+    )
+    repeat: Repeat | None = Field(
+        default=None,
+        description="Last step only: send it again every_days later, up to max_steps steps",
     )
 
 
