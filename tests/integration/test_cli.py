@@ -61,7 +61,8 @@ def test_load_rejects_a_bad_file_naming_where(fresh_db, tmp_path):
 
 def test_rules_validate_exit_codes(tmp_path):
     good = CliRunner().invoke(cli, ["rules", "validate"])
-    assert good.exit_code == 0 and "ok (5 enabled phases, 10 steps, 3 of them repetitions)" in good.output
+    assert good.exit_code == 0
+    assert "ok (5 enabled phases, 10 steps, 3 of them repetitions)" in good.output
     bad = tmp_path / "phases.yml"
     shutil.copy(PROJECT / "include/rules/phases.yml", bad)
     bad.write_text(bad.read_text().replace("visits_since_purchase, eq: 0", "visits_since, eq: 0"))

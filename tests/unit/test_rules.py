@@ -410,7 +410,8 @@ def test_cli_validate_json_and_schema(tmp_path):
     assert err["path"] == "phases[2].channels[1]" and err["did_you_mean"] == "sms"
     assert err["line"] == _line_of(bad.read_text(), "smss") and err["file"] == str(bad)
     ok = CliRunner().invoke(cli, ["rules", "validate", str(RULES)])
-    assert ok.exit_code == 0 and "ok (5 enabled phases, 10 steps, 3 of them repetitions)" in ok.output
+    assert ok.exit_code == 0
+    assert "ok (5 enabled phases, 10 steps, 3 of them repetitions)" in ok.output
     schema = CliRunner().invoke(cli, ["rules", "schema"])
     assert schema.exit_code == 0 and schema.output == SCHEMA.read_text()
 

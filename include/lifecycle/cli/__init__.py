@@ -318,6 +318,11 @@ def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> 
         click.echo(
             f"{p.name:<13}{p.priority:>5}{p.eligible:>10}{p.planned:>9}  {chans}  {variants}"
         )
+        if len(p.eligible_by_step) > 1:
+            click.echo("      eligible by step: " + ", ".join(
+                f"{p.repetitions.get(n, f'step {n}')} {count}"
+                for n, count in p.eligible_by_step.items()
+            ))
         if p.already_planned:
             click.echo(f"      in the outbox already: {p.already_planned}")
         if p.skipped:

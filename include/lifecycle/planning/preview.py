@@ -67,6 +67,8 @@ class PhasePreview:
     skipped: dict[str, int]  # reason -> customers
     already_planned: int  # in D's outbox already (D was planned before)
     samples: list[Sample] = field(default_factory=list)
+    # step -> "step 4 (step 3 again: days_since_end 120-149)": the repetitions of a step
+    repetitions: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,6 +188,7 @@ def preview(
                 dict(sorted(skipped[phase.name].items())),
                 already[phase.name],
                 shown,
+                {s.number: s.label() for s in phase.steps if s.repeats is not None},
             )
         )
     notes: list[str] = []
