@@ -12,6 +12,7 @@ from typing import Any, Literal
 import psycopg
 
 from lifecycle.delivery import dispatch as dispatch_mod
+from lifecycle.delivery.recheck import CONVERTED_BEFORE_SEND
 from lifecycle.delivery.transports import get_transport
 from lifecycle.logs import get_logger
 from lifecycle.planning.outbox import plan_day
@@ -317,6 +318,14 @@ def day_by_phase(url: str, plan_date: date) -> dict[str, dict[str, Any]]:
             "group by 1, 2 order by 1, 2", (plan_date,)
         ):
             phase(name)["skipped"][reason] = n
+        # planned, then skipped at send time (delivery.recheck: converted_before_send)
+        for name, reason, n in conn.execute(
+            "select phase, last_error, count(*) from ops.outbox where plan_date = %s "
+            "and status = 'expired' and last_error = %s group by 1, 2 order by 1, 2",
+            (plan_date, CONVERTED_BEFORE_SEND),
+        ):
+            skipped = phase(name)["skipped"]
+            skipped[reason] = skipped.get(reason, 0) + n
     return out
 
 

@@ -136,7 +136,7 @@ def club(fresh_db):
             has_active_membership=False,
             days_since_end=70,
             days_until_end=-70,
-            membership_status="active",
+            membership_status="expired",
         ),
         # not in any phase
         facts_row(f),
@@ -574,3 +574,87 @@ def test_cli_volume_allow_records_the_override(fresh_db):
         assert conn.execute("select plan_date, reason from ops.volume_overrides").fetchall() == [
             (D, "spring campaign")
         ]
+
+
+def test_a_customer_who_converts_after_planning_is_not_sent(fresh_db):
+    """Rows loaded into raw after the plan: the phase's conversion stops the message at the
+    hand-over (converted_before_send); a reload of an old row, or another phase's event, does
+    not. Through the real SDKs to the stand-in provider."""
+    from lifecycle.delivery.standin import StandinServer
+    from lifecycle.delivery.transports import get_transport
+    from lifecycle.pipeline import day_by_phase
+
+    renews, visits, buys, reloaded, other, plain = customer_ids(6, control=False)
+    start = D - timedelta(days=200)
+    load_facts(
+        fresh_db,
+        [
+            facts_row(renews, days_until_end=20),  # retention
+            facts_row(reloaded, days_until_end=20),  # retention
+            facts_row(visits, days_since_purchase=25, days_until_end=300),  # activation
+            facts_row(other, days_since_purchase=25, days_until_end=300),  # activation
+            facts_row(  # cross-sell
+                buys, days_since_purchase=120, days_until_end=100, visits_last_30d=6
+            ),
+            facts_row(plain, days_until_end=20),  # retention
+        ],
+    )
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("insert into raw.services values ('massage', 'cross_sell'), "
+                     "('solarium', 'addon')")
+        for cid in (renews, visits, buys, reloaded, other, plain):
+            conn.execute(
+                "insert into raw.memberships values (%s, %s, 'year', %s, %s, %s, 100, 'active')",
+                (f"M{cid}", cid, start, start, D + timedelta(days=20)),
+            )
+        # an old membership of `reloaded`, loaded before the plan
+        conn.execute(
+            "insert into raw.memberships values (%s, %s, 'year', %s, %s, %s, 100, 'active')",
+            (f"OLD{reloaded}", reloaded, start - timedelta(days=400),
+             start - timedelta(days=400), start - timedelta(days=35)),
+        )
+    report = plan_day(fresh_db, RULES, D, SETTINGS)
+    assert sum(report.planned.values()) == 6
+
+    # After the morning's plan: a renewal, a first visit, a massage; an old membership loaded
+    # again (every upsert stamps _loaded_at); an add-on, which is not activation's conversion.
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "insert into raw.memberships values (%s, %s, 'year', %s, %s, %s, 100, 'active')",
+            (f"R{renews}", renews, D, D + timedelta(days=21), D + timedelta(days=386)),
+        )
+        conn.execute("update raw.memberships set _loaded_at = now() where membership_id = %s",
+                     (f"OLD{reloaded}",))
+        conn.execute("insert into raw.visits values ('V1', %s, %s)",
+                     (visits, logical_now(D)))
+        conn.execute("insert into raw.purchases values ('P1', %s, 'massage', %s, 40), "
+                     "('P2', %s, 'solarium', %s, 5)",
+                     (buys, logical_now(D), other, logical_now(D)))
+
+    with StandinServer() as server:
+        settings = Settings(transport="standin", standin_url=server.url)
+        transport = get_transport("standin", fresh_db, settings)
+        result = dispatch(fresh_db, transport, now=logical_now(D), plan_date=D,
+                          settings=settings, throttles={})
+        transport.close()
+        accepted = {a.outbox_id for a in server.provider.accepted}
+
+    with psycopg.connect(fresh_db) as conn:
+        rows = {
+            cid: (status, last_error, str(outbox_id))
+            for cid, status, last_error, outbox_id in conn.execute(
+                "select customer_id, status, last_error, outbox_id from ops.outbox"
+            )
+        }
+    for cid in (renews, visits, buys):
+        assert rows[cid][:2] == ("expired", "converted_before_send"), cid
+        assert rows[cid][2] not in accepted
+    for cid in (reloaded, other, plain):
+        assert rows[cid][0] == "sent", cid
+        assert rows[cid][2] in accepted
+    assert result.outcomes == {"sent": 3, "converted_before_send": 3}
+    summary = day_by_phase(fresh_db, D)
+    assert summary["retention"]["skipped"] == {"converted_before_send": 1}
+    assert summary["activation"]["skipped"] == {"converted_before_send": 1}
+    assert summary["cross_sell"]["skipped"] == {"converted_before_send": 1}
+    assert summary["retention"]["status"] == {"expired": 1, "sent": 2}

@@ -33,6 +33,7 @@ from lifecycle.delivery.leases import (
     Heartbeat,
     expire_and_recover,
 )
+from lifecycle.delivery.recheck import CONVERTED_BEFORE_SEND, Recheck
 from lifecycle.delivery.throttle import Pacer, WarehouseTokenBucket
 from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, Transport
 from lifecycle.rules.sms import segments
@@ -366,7 +367,9 @@ def _drain(url: str, transport: Transport, channel: str | None, clock, lease_clo
             heartbeat.release(messages.batch_id)
 
     recorded = []
-    handovers = HandOvers(url, clock)
+    # the last look before each hand-over: converted since the plan? (delivery.recheck)
+    recheck = Recheck(settings.dbt_schema, settings.club_timezone)
+    handovers = HandOvers(url, clock, recheck)
     try:
         with (_long_lived_out_of_gc(),
               psycopg.connect(url) as claim_conn, psycopg.connect(url) as record_conn,
@@ -390,6 +393,12 @@ def _drain(url: str, transport: Transport, channel: str | None, clock, lease_clo
                 report.outcomes.update(done.result())
     finally:
         handovers.close()
+        # the transports answer these rows "not handed"; they were expired, not lost
+        if recheck.converted:
+            report.outcomes[CONVERTED_BEFORE_SEND] += recheck.converted
+            report.outcomes[SendOutcome.NOT_HANDED.value] -= recheck.converted
+            if report.outcomes[SendOutcome.NOT_HANDED.value] <= 0:
+                del report.outcomes[SendOutcome.NOT_HANDED.value]
         heartbeat.close()
         if pacer is not None:
             pacer.close()

@@ -17,6 +17,8 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 
+from lifecycle.delivery.recheck import Recheck
+
 LEASE_LOST = "worker lost its lease: send outcome unknown"
 
 
@@ -56,13 +58,18 @@ def expire_and_recover(
 
 
 def hand_over(conn: psycopg.Connection, batch_id: int, outbox_ids: list[int],
-              at: datetime) -> set[int]:
+              at: datetime, recheck: Recheck | None = None) -> set[int]:
     """The rows of ``outbox_ids`` still claimed by ``batch_id``, now stamped as handed over.
 
     The check and the stamp are one committed statement, run immediately before the provider
     request that carries the rows: a row whose claim lapsed and was recovered (or claimed
-    again by another dispatcher) is not returned and must not be sent.
+    again by another dispatcher) is not returned and must not be sent. With ``recheck``,
+    rows whose customer converted since the plan are expired first, in the same transaction
+    (``converted_before_send``), and not returned either.
     """
+    if recheck is not None:
+        converted = recheck.skip_converted(conn, batch_id, outbox_ids)
+        outbox_ids = [i for i in outbox_ids if i not in converted]
     rows = conn.execute(
         "update ops.outbox set handed_at = %s "
         "where outbox_id = any(%s) and batch_id = %s and status = 'claimed' "
@@ -111,9 +118,10 @@ class HandOvers:
     a provider request waits for one round trip, never for a queue of them.
     """
 
-    def __init__(self, url: str, clock) -> None:
+    def __init__(self, url: str, clock, recheck: Recheck | None = None) -> None:
         self._conn = psycopg.connect(url)
         self._clock = clock
+        self._recheck = recheck
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="hand-over", daemon=True)
         self._thread.start()
@@ -148,7 +156,7 @@ class HandOvers:
             try:
                 for b, ids in back.items():
                     hand_back(self._conn, b, ids)
-                allowed = {b: hand_over(self._conn, b, ids, self._clock())
+                allowed = {b: hand_over(self._conn, b, ids, self._clock(), self._recheck)
                            for b, ids in by_batch.items()}
             except Exception as exc:  # answered to every waiter; the drain then fails
                 for _, _, future in waiting:
