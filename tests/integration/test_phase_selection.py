@@ -19,15 +19,16 @@ from lifecycle.warehouse.migrations import migrate
 
 # Regular visitor, not in activation (visited), no add-on or cross-sell bought.
 REGULAR = dict(visits_since_purchase=20, visits_last_30d=4, visits_last_90d=12, visits_total=40)
-# Lapsed: the membership ended, no new one.
+# Lapsed: the membership ran to its end, no new one.
 LAPSED = dict(
     has_active_membership=False,
     days_since_purchase=500,
-    membership_status="active",
+    membership_status="expired",
 )
 
 A, S, X, R = ("activation", 1), ("stimulation", 1), ("cross_sell", 1), ("retention", 1)
 R1, R2, R3 = ("return", 1), ("return", 2), ("return", 3)
+R4, R5, R6 = ("return", 4), ("return", 5), ("return", 6)  # step 3 repeated every 30 days
 
 CASES: list[tuple[str, dict, set]] = [
     # activation: days 20-30 since purchase, never visited, not cancelled
@@ -49,6 +50,32 @@ CASES: list[tuple[str, dict, set]] = [
         dict(REGULAR, days_since_purchase=75, addon_purchases_since_purchase=1),
         set(),
     ),
+    # stimulation and cross-sell need a running membership
+    (
+        "stimulation expired",
+        dict(REGULAR, days_since_purchase=75, days_until_end=-5, membership_status="expired"),
+        set(),
+    ),
+    (
+        "stimulation cancelled",
+        dict(REGULAR, days_since_purchase=75, membership_status="cancelled"),
+        set(),
+    ),
+    (
+        "cross_sell expired",
+        dict(REGULAR, days_since_purchase=400, days_until_end=-35, membership_status="expired"),
+        set(),
+    ),
+    (
+        "cross_sell cancelled",
+        dict(REGULAR, days_since_purchase=120, membership_status="cancelled"),
+        set(),
+    ),
+    (
+        "cross_sell frozen",
+        dict(REGULAR, days_since_purchase=120, membership_status="frozen"),
+        set(),
+    ),
     # cross_sell: after day 90, regular, no cross-sell in 90 days, not in the retention window
     ("cross_sell day 90 = stimulation", dict(REGULAR, days_since_purchase=90), {S}),
     ("cross_sell day 91", dict(REGULAR, days_since_purchase=91), {X}),
@@ -58,7 +85,9 @@ CASES: list[tuple[str, dict, set]] = [
         dict(REGULAR, days_since_purchase=120, cross_sell_purchases_last_90d=1),
         set(),
     ),
-    ("cross_sell ends in 13", dict(REGULAR, days_since_purchase=300, days_until_end=13), {X}),
+    # not in the last 14 days of a membership
+    ("cross_sell ends in 13", dict(REGULAR, days_since_purchase=300, days_until_end=13), set()),
+    ("cross_sell ends in 0", dict(REGULAR, days_since_purchase=300, days_until_end=0), set()),
     (
         "cross_sell ends in 14 = retention",
         dict(REGULAR, days_since_purchase=300, days_until_end=14),
@@ -84,7 +113,8 @@ CASES: list[tuple[str, dict, set]] = [
     ("retention cancelled", dict(days_until_end=30, membership_status="cancelled"), set()),
     # activation and retention at once (a short membership): both selected
     ("activation + retention", dict(days_since_purchase=25, days_until_end=30), {A, R}),
-    # return: 30/60/90 days after the end, three steps, no renewal, no active membership
+    # return: 30/60/90 days after the end, then every 30 days up to step 6, no renewal,
+    # no active membership, the last membership ran to its end
     ("return 29", dict(LAPSED, days_since_end=29, days_until_end=-29), set()),
     ("return 30", dict(LAPSED, days_since_end=30, days_until_end=-30), {R1}),
     ("return 59", dict(LAPSED, days_since_end=59, days_until_end=-59), {R1}),
@@ -92,7 +122,16 @@ CASES: list[tuple[str, dict, set]] = [
     ("return 89", dict(LAPSED, days_since_end=89, days_until_end=-89), {R2}),
     ("return 90", dict(LAPSED, days_since_end=90, days_until_end=-90), {R3}),
     ("return 119", dict(LAPSED, days_since_end=119, days_until_end=-119), {R3}),
-    ("return 120", dict(LAPSED, days_since_end=120, days_until_end=-120), set()),
+    ("return 120 = step 3 again", dict(LAPSED, days_since_end=120, days_until_end=-120), {R4}),
+    ("return 150", dict(LAPSED, days_since_end=150, days_until_end=-150), {R5}),
+    ("return 179", dict(LAPSED, days_since_end=179, days_until_end=-179), {R5}),
+    ("return 209", dict(LAPSED, days_since_end=209, days_until_end=-209), {R6}),
+    ("return 210: max_steps", dict(LAPSED, days_since_end=210, days_until_end=-210), set()),
+    (
+        "return after a cancelled membership",
+        dict(LAPSED, days_since_end=45, days_until_end=-45, membership_status="cancelled"),
+        set(),
+    ),
     (
         "return renewed",
         dict(LAPSED, days_since_end=45, days_until_end=-45, has_renewal=True),
