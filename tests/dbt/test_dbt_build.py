@@ -658,3 +658,57 @@ def test_incremental_memberships_and_purchases_equal_a_full_rebuild_forward_and_
     assert max(row[2] for row in rewound[0]) <= date(2025, 6, 5)
     run_dbt(fresh_db, full, as_of=date(2025, 6, 5), target_path=tmp_path)
     assert (_memberships(fresh_db), _snapshot(fresh_db)[1]) == rewound
+
+
+# Phases that stop when they should (the shipped rules file, through the real dbt): a regular
+# visitor (5 visits in June) with an expired or nearly ended membership is no cross-sell
+# audience; a customer whose only membership was cancelled gets no come-back offer.
+PHASE_EDGES = """
+insert into raw.customers (customer_id, first_name, email, phone, timezone, created_at)
+select id, 'Ola', id || '@example.com', '+38067000' || n, 'Europe/Kyiv', '2023-01-01 10:00+00'
+from (values ('exp', 1001), ('ten', 1002), ('reg', 1003), ('cxl', 1004), ('lap', 1005),
+             ('rep', 1006)) as c (id, n);
+
+insert into raw.memberships
+  (membership_id, customer_id, product, purchased_on, starts_on, ends_on, price, status) values
+  -- expired 10 days before D, still visiting (a day pass?)
+  ('exp-1', 'exp', 'year', '2023-06-21', '2023-06-21', '2024-06-20', 9000, 'active'),
+  -- running, 10 days before its end
+  ('ten-1', 'ten', 'year', '2023-07-11', '2023-07-11', '2024-07-10', 9000, 'active'),
+  -- running, 100 days before its end: the cross-sell audience
+  ('reg-1', 'reg', 'year', '2023-10-09', '2023-10-09', '2024-10-08', 9000, 'active'),
+  -- the only membership, cancelled; it "ended" 60 days before D
+  ('cxl-1', 'cxl', 'quarter', '2024-02-01', '2024-02-01', '2024-05-01', 2400, 'cancelled'),
+  -- ran to its end 60 days before D: return step 2
+  ('lap-1', 'lap', 'quarter', '2024-02-01', '2024-02-01', '2024-05-01', 2400, 'active'),
+  -- ended 182 days before D: step 3 repeated for the third time (step 6, days 180-209)
+  ('rep-1', 'rep', 'quarter', '2023-10-01', '2023-10-01', '2023-12-31', 2400, 'active');
+
+insert into raw.visits (visit_id, customer_id, visited_at)
+select c || '-v' || d, c, timestamptz '2024-06-05 09:00+00' + d * interval '5 days'
+from unnest(array['exp', 'ten', 'reg']) as c, generate_series(0, 4) as d;
+"""
+
+
+def test_phases_stop_when_they_should_in_dbt(fresh_db: str, tmp_path: Path) -> None:
+    _load(fresh_db, PHASE_EDGES)
+
+    build(fresh_db, as_of=AS_OF, target_path=tmp_path)
+
+    with psycopg.connect(fresh_db) as conn:
+        eligible = set(
+            conn.execute(
+                "select customer_id, phase, step from analytics.customer_phase_eligibility"
+            ).fetchall()
+        )
+    facts = _facts(fresh_db)
+    assert facts["exp"]["visits_last_30d"] == 5 and facts["exp"]["membership_status"] == "expired"
+    assert facts["ten"]["days_until_end"] == 10 and facts["ten"]["visits_last_30d"] == 5
+    assert facts["cxl"]["membership_status"] == "cancelled" and facts["cxl"]["days_since_end"] == 60
+    assert facts["rep"]["days_since_end"] == 182
+    assert ("reg", "cross_sell", 1) in eligible
+    assert not {(c, p, s) for c, p, s in eligible if c in ("exp", "ten") and p == "cross_sell"}
+    assert ("lap", "return", 2) in eligible
+    assert not {(c, p, s) for c, p, s in eligible if c == "cxl"}
+    # 182 days after the end: step 3's window [90, 119] moved 3 x 30 days on, step 6
+    assert ("rep", "return", 6) in eligible
