@@ -23,10 +23,12 @@ final as (
         provider_id,
         last_error,
         -- dispatch expires a planned row whose customer got suppressed after planning, with the
-        -- skip reason as its last_error (lifecycle.delivery.dispatch.skip_suppressed)
+        -- skip reason as its last_error (lifecycle.delivery.dispatch.skip_suppressed), and one
+        -- whose customer converted since the plan (lifecycle.delivery.recheck)
         case
             when status = 'expired'
-                and last_error in ('opted_out', 'hard_bounce', 'spam_complaint', 'suppressed')
+                and last_error in ('opted_out', 'hard_bounce', 'spam_complaint', 'suppressed',
+                                   'converted_before_send')
                 then last_error
         end as skip_reason,
         send_at,
