@@ -51,7 +51,12 @@ def club(fresh_db):
                 email_contactable=False,
             )
         else:  # return step 1
-            kw = dict(has_active_membership=False, days_since_end=40, days_until_end=-40)
+            kw = dict(
+                has_active_membership=False,
+                membership_status="expired",
+                days_since_end=40,
+                days_until_end=-40,
+            )
         rows.append(facts_row(cid, phone=PHONES[i], email=f"member{i}@club-example.com", **kw))
     load_facts(fresh_db, rows)
     with psycopg.connect(fresh_db) as conn:
@@ -126,12 +131,19 @@ def test_preview_samples_are_rendered_and_contacts_masked(club):
     assert out.exit_code == 0, out.output
     assert "Nothing is written or sent" in out.output and "retention" in out.output
     assert "variant B" in out.output
+    # the return phase's audience by step, its repetitions with the window they moved to
+    assert "step 4 (step 3 again: days_since_end 120-149) 0" in out.output
+    assert as_dict_repetitions(result)[6] == "step 6 (step 3 again: days_since_end 180-209)"
     for r in rows:
         assert r["phone"] not in out.output and r["email"] not in out.output
     as_json = CliRunner().invoke(
         cli, ["preview", "--date", D.isoformat(), "--json"], env={"LIFECYCLE_WAREHOUSE_URL": url}
     )
     assert json.loads(as_json.output)["planned"] == result.planned
+
+
+def as_dict_repetitions(result) -> dict[int, str]:
+    return next(p for p in result.as_dict()["phases"] if p["name"] == "return")["repetitions"]
 
 
 def test_masking():
@@ -219,7 +231,7 @@ def test_diff_of_a_disabled_phase_removes_its_audience(club):
     )
     result = diff(url, RULES, off, D, SETTINGS)
     ret = [s for s in result.steps if s.phase == "return"]
-    assert [s.step for s in ret] == [1, 2, 3]
+    assert [s.step for s in ret] == [1, 2, 3, 4, 5, 6]  # step 3 repeated up to step 6
     assert all(s.new is None and s.removed == s.old for s in ret)
     assert ret[0].removed > 0  # the fixture's lapsed customers are 40 days past the end
     assert "return" not in result.planned_new and result.planned_old["return"] > 0
