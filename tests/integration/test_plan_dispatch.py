@@ -357,7 +357,9 @@ def test_volume_guard_trips_on_the_absolute_cap_and_writes_no_message(fresh_db):
     assert _outbox(fresh_db) == []
     skips = _skips(fresh_db)
     assert {c: skips[c] for c in ids} == {c: {("retention", "volume_guard")} for c in ids}
-    assert skips[ctl] == {("retention", "control_group")}
+    # the control customer would have been messaged: its would-have is held by the guard too
+    # (nothing went out, so it is no exposure)
+    assert skips[ctl] == {("retention", "volume_guard")}
     # Trips again on a rerun (nothing changed), still writing nothing.
     with pytest.raises(VolumeGuardTripped):
         plan_day(fresh_db, rules, D, SETTINGS)
@@ -365,7 +367,12 @@ def test_volume_guard_trips_on_the_absolute_cap_and_writes_no_message(fresh_db):
     report = plan_day(fresh_db, rules, D, SETTINGS, allow_volume=True)
     assert report.inserted_messages == 5 and report.volume.tripped
     assert len(_outbox(fresh_db)) == 5
-    assert set(_skips(fresh_db)) == {ctl}
+    assert _skips(fresh_db) == {ctl: {("retention", "control_group")}}
+    with psycopg.connect(fresh_db) as conn:
+        held = conn.execute("select channel, variant from ops.skips").fetchall()
+    step = RULES.phase("retention").steps[0]
+    variant = assign_variant(ctl, "retention", 1, step.variants, RULES.policy.variant_salt)
+    assert held == [("sms", variant.name)]
 
 
 def test_volume_guard_override_recorded_in_the_warehouse(fresh_db):

@@ -67,6 +67,9 @@ class PhasePreview:
     skipped: dict[str, int]  # reason -> customers
     already_planned: int  # in D's outbox already (D was planned before)
     samples: list[Sample] = field(default_factory=list)
+    # control-group customers held back where a message would have been written, by the
+    # channel it would have gone on (also in skipped as control_group)
+    control: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,6 +166,9 @@ def preview(
     messages: dict[str, list[Message]] = defaultdict(list)
     for m in plan.messages:
         messages[m.candidate.phase.name].append(m)
+    control: dict[str, Counter] = defaultdict(Counter)
+    for m in plan.held:
+        control[m.candidate.phase.name][m.channel] += 1
 
     phases: list[PhasePreview] = []
     for phase in rules.phases:
@@ -186,13 +192,14 @@ def preview(
                 dict(sorted(skipped[phase.name].items())),
                 already[phase.name],
                 shown,
+                dict(sorted(control[phase.name].items())),
             )
         )
     notes: list[str] = []
     if plan.already_planned:
         notes.append(
             f"{plan_date} was planned before: {len(plan.already_planned)} of its messages are in "
-            "the outbox already (counted apart, not as planned)"
+            "the outbox already, or held back as control (counted apart, not as planned)"
         )
     if plan.facts_as_of is None:
         notes.append("customer_facts is empty: nobody to plan for")
