@@ -246,8 +246,8 @@ def outbox_rows(url: str, plan_date: date) -> list[dict[str, Any]]:
             (plan_date,),
         ).fetchall()
         skips = conn.execute(
-            "select customer_id, phase, step, reason from ops.skips where plan_date = %s "
-            "order by customer_id, phase, step",
+            "select customer_id, phase, step, reason, channel, variant from ops.skips "
+            "where plan_date = %s order by customer_id, phase, step",
             (plan_date,),
         ).fetchall()
     out: list[dict[str, Any]] = []
@@ -267,17 +267,19 @@ def outbox_rows(url: str, plan_date: date) -> list[dict[str, Any]]:
                 "error": err,
             }
         )
-    for cid, phase, step, reason in skips:
-        out.append(
-            {
-                "customer_id": cid,
-                "phase": phase,
-                "step": step,
-                "channel": None,
-                "status": "skipped",
-                "reason": reason,
-            }
-        )
+    for cid, phase, step, reason, channel, variant in skips:
+        # a control_group skip carries the channel and variant it would have been sent with
+        row = {
+            "customer_id": cid,
+            "phase": phase,
+            "step": step,
+            "channel": channel,
+            "status": "skipped",
+            "reason": reason,
+        }
+        if variant is not None:
+            row["variant"] = variant
+        out.append(row)
     return out
 
 

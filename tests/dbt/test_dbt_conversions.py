@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 # Messages and control-group skips from 04-01 to 06-30 for a generated club. Each customer
 # has one phase (by hash), so a customer messaged on several days repeats its exposure, and a
-# control customer is skipped every third day, as planning skips it while it stays eligible.
+# control customer is skipped every third day (planning holds a step back once per
+# membership; repeats must not open new exposures).
 MESSAGES = """
 insert into ops.outbox (message_key, plan_date, customer_id, phase, step, cycle_key, channel,
     to_address, body, send_at, window_end_at, deadline_at, status, sent_at)
@@ -34,11 +35,11 @@ from generate_series(date '2025-04-01', date '2025-06-30', interval '1 day') as 
     raw.customers
 where abs(hashtext(customer_id || d)) % 30 = 0;
 
-insert into ops.skips (plan_date, customer_id, phase, step, reason)
+insert into ops.skips (plan_date, customer_id, phase, step, reason, channel, variant)
 select d, customer_id,
     (array['activation', 'stimulation', 'cross_sell', 'retention', 'return'])
         [1 + abs(hashtext(customer_id || 'control')) % 5],
-    1, 'control_group'
+    1, 'control_group', 'sms', 'A'
 from generate_series(date '2025-04-01', date '2025-06-30', interval '3 days') as g (d),
     raw.customers
 where abs(hashtext(customer_id || 'control')) % 7 = 0

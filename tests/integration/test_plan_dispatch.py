@@ -246,6 +246,118 @@ def test_frequency_cap_holds_across_days(club):
     assert statuses == ["planned", "planned", "capped"]  # 2 per 7 days
 
 
+def _skip_rows(url: str, day: date = D) -> dict[str, list[tuple]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select customer_id, phase, step, reason, channel, variant, message_key "
+            "from ops.skips where plan_date = %s order by customer_id, phase, step",
+            (day,),
+        ).fetchall()
+    out: dict[str, list[tuple]] = {}
+    for cid, *rest in rows:
+        out.setdefault(cid, []).append(tuple(rest))
+    return out
+
+
+def test_control_customers_go_through_every_rule_before_they_are_held_back(fresh_db):
+    ctl = customer_ids(6, control=True)
+    (treated,) = customer_ids(1, control=False)
+    shared = phone_of(ctl[5])
+    rows = [
+        # would have got activation by SMS: held back, with what it would have received
+        facts_row(ctl[0], days_since_purchase=25, days_until_end=30),
+        # no valid contact at all, no consent on SMS and no email: the rule's own reasons
+        facts_row(ctl[1], days_since_purchase=22, phone=None, phone_valid=False,
+                  sms_contactable=False, email=None, email_valid=False,
+                  email_contactable=False),
+        facts_row(ctl[2], days_since_purchase=22, sms_consent=False, sms_contactable=False,
+                  email=None, email_valid=False, email_contactable=False),
+        # no SMS consent: would have gone by email
+        facts_row(ctl[3], days_until_end=20, sms_consent=False, sms_contactable=False),
+        # opted out of SMS and email
+        facts_row(ctl[4], days_until_end=20),
+        # activation (priority 1) by SMS on a phone a treated customer's retention shares:
+        # the address is taken for the day by the control would-have, as by a message
+        facts_row(ctl[5], days_since_purchase=25),
+        facts_row(treated, days_until_end=20, phone=shared, email=None, email_valid=False,
+                  email_contactable=False),
+    ]
+    load_facts(fresh_db, rows)
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "insert into ops.suppressions (customer_id, channel, reason, source) "
+            "values (%s, 'sms', 'opted_out', 'test'), (%s, 'email', 'opted_out', 'test')",
+            (ctl[4], ctl[4]),
+        )
+    report = plan_day(fresh_db, RULES, D, SETTINGS)
+    skips = _skip_rows(fresh_db)
+    assert _outbox(fresh_db) == []
+    step = RULES.phase("activation").steps[0]
+    variant = assign_variant(ctl[0], "activation", 1, step.variants, RULES.policy.variant_salt)
+    (held, lower) = skips[ctl[0]]
+    assert held[:5] == ("activation", 1, "control_group", "sms", variant.name)
+    assert len(held[5]) == 32  # the message key, as the outbox row would have had it
+    assert lower == ("retention", 1, "lower_priority", None, None, None)
+    assert skips[ctl[1]] == [("activation", 1, "no_contact", None, None, None)]
+    assert skips[ctl[2]] == [("activation", 1, "no_consent", None, None, None)]
+    assert [s[:4] for s in skips[ctl[3]]] == [("retention", 1, "control_group", "email")]
+    assert skips[ctl[4]] == [("retention", 1, "opted_out", None, None, None)]
+    assert [s[:4] for s in skips[ctl[5]]] == [("activation", 1, "control_group", "sms")]
+    assert skips[treated] == [("retention", 1, "shared_contact", None, None, None)]
+    assert dict(report.control) == {("activation", "sms"): 2, ("retention", "email"): 1}
+    # the outbox listing shows the channel it would have gone on
+    listed = {r["customer_id"]: r for r in outbox_rows(fresh_db, D) if r["phase"] != "retention"}
+    assert (listed[ctl[0]]["channel"], listed[ctl[0]]["variant"]) == ("sms", variant.name)
+    # planned again: nothing new, and the control would-have still holds the shared phone
+    again = plan_day(fresh_db, RULES, D, SETTINGS)
+    assert again.inserted_messages == 0 and again.inserted_skips == 0
+    assert _outbox(fresh_db) == []
+
+
+def test_a_control_would_have_counts_as_sent_for_keys_and_caps(fresh_db):
+    (ctl,) = customer_ids(1, control=True)
+    # day 1 retention, day 2 activation of another membership, day 3 stimulation: the
+    # would-haves of days 1 and 2 fill the 2-per-7-days cap, as two messages would
+    days = [
+        dict(days_until_end=20),
+        dict(days_until_end=100, days_since_purchase=25, membership_id="M2"),
+        dict(days_until_end=100, days_since_purchase=65, visits_last_30d=5, membership_id="M3"),
+    ]
+    for i, kw in enumerate(days):
+        day = D + timedelta(days=i)
+        load_facts(fresh_db, [facts_row(ctl, **kw)], as_of=day)
+        plan_day(fresh_db, RULES, day, SETTINGS)
+    reasons = [[s[2] for s in _skip_rows(fresh_db, D + timedelta(days=i))[ctl]] for i in range(3)]
+    assert reasons == [["control_group"], ["control_group"], ["capped"]]
+    # the step of day 1 is taken for the membership: not "exposed" again on a later day
+    later = D + timedelta(days=10)
+    load_facts(fresh_db, [facts_row(ctl, days_until_end=19)], as_of=later)
+    plan_day(fresh_db, RULES, later, SETTINGS)
+    assert [s[2] for s in _skip_rows(fresh_db, later)[ctl]] == ["already_sent"]
+    # a new membership cycle may be exposed again
+    renewed = later + timedelta(days=1)
+    load_facts(fresh_db, [facts_row(ctl, days_until_end=19, membership_id="M-new")],
+               as_of=renewed)
+    plan_day(fresh_db, RULES, renewed, SETTINGS)
+    assert [s[2] for s in _skip_rows(fresh_db, renewed)[ctl]] == ["control_group"]
+
+
+def test_control_rows_from_before_the_holdout_recorded_a_channel_are_no_history(fresh_db):
+    # a control_group skip written before ops.skips had a channel says nothing of a message:
+    # it takes no key and fills no cap
+    (ctl,) = customer_ids(1, control=True)
+    with psycopg.connect(fresh_db) as conn:
+        for i in (1, 2):
+            conn.execute(
+                "insert into ops.skips (plan_date, customer_id, phase, step, reason) "
+                "values (%s, %s, 'retention', 1, 'control_group')",
+                (D - timedelta(days=i), ctl),
+            )
+    load_facts(fresh_db, [facts_row(ctl, days_until_end=20)])
+    plan_day(fresh_db, RULES, D, SETTINGS)
+    assert [s[2:4] for s in _skip_rows(fresh_db)[ctl]] == [("control_group", "sms")]
+
+
 def test_planning_refuses_facts_built_for_another_day(club):
     url, _ = club
     with pytest.raises(PlanningError, match="built as of 2026-06-15, not 2026-06-16"):
@@ -357,7 +469,9 @@ def test_volume_guard_trips_on_the_absolute_cap_and_writes_no_message(fresh_db):
     assert _outbox(fresh_db) == []
     skips = _skips(fresh_db)
     assert {c: skips[c] for c in ids} == {c: {("retention", "volume_guard")} for c in ids}
-    assert skips[ctl] == {("retention", "control_group")}
+    # the control customer would have been messaged: its would-have is held by the guard too
+    # (nothing went out, so it is no exposure)
+    assert skips[ctl] == {("retention", "volume_guard")}
     # Trips again on a rerun (nothing changed), still writing nothing.
     with pytest.raises(VolumeGuardTripped):
         plan_day(fresh_db, rules, D, SETTINGS)
@@ -365,7 +479,12 @@ def test_volume_guard_trips_on_the_absolute_cap_and_writes_no_message(fresh_db):
     report = plan_day(fresh_db, rules, D, SETTINGS, allow_volume=True)
     assert report.inserted_messages == 5 and report.volume.tripped
     assert len(_outbox(fresh_db)) == 5
-    assert set(_skips(fresh_db)) == {ctl}
+    assert _skips(fresh_db) == {ctl: {("retention", "control_group")}}
+    with psycopg.connect(fresh_db) as conn:
+        held = conn.execute("select channel, variant from ops.skips").fetchall()
+    step = RULES.phase("retention").steps[0]
+    variant = assign_variant(ctl, "retention", 1, step.variants, RULES.policy.variant_salt)
+    assert held == [("sms", variant.name)]
 
 
 def test_volume_guard_override_recorded_in_the_warehouse(fresh_db):

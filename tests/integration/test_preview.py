@@ -100,11 +100,20 @@ def test_preview_writes_nothing_and_predicts_the_plan(club):
     assert result.planned == report.inserted_messages > 0
     assert result.skipped == dict(report.skipped)
     # every reason shows up where it belongs
-    both = sum(1 for i in range(36) if i % 5 == 2)  # the last 4 customers are the control group
+    # the last 4 customers are the control group; they go through every rule as the others
+    # do (the one of kind 2 loses retention to activation too)
+    both = sum(1 for i in range(40) if i % 5 == 2)
     assert by_phase["retention"].skipped["lower_priority"] == both
     assert by_phase["retention"].skipped["no_consent"] >= 1
     assert by_phase["retention"].skipped["opted_out"] == 1
-    assert sum(p.skipped.get("control_group", 0) for p in result.phases) >= 4
+    # held back where a message would have been written: retention (36), activation (37) and
+    # return (39); 38 has no consent on any channel, so no_consent, as a customer outside it
+    assert sum(p.skipped.get("control_group", 0) for p in result.phases) == 3
+    assert {name: p.control for name, p in by_phase.items() if p.control} == {
+        "retention": {"sms": 1}, "activation": {"sms": 1}, "return": {"sms": 1}
+    }
+    assert dict(report.control) == {("retention", "sms"): 1, ("activation", "sms"): 1,
+                                    ("return", "sms"): 1}
     assert set(by_phase["retention"].by_variant) == {"1:A", "1:B"}
     assert by_phase["activation"].eligible_by_step == {1: report.eligible[("activation", 1)]}
     assert "10:00-20:00" in result.send_window and "Europe/Kyiv" in result.send_window

@@ -325,6 +325,9 @@ def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> 
             ))
         if p.already_planned:
             click.echo(f"      in the outbox already: {p.already_planned}")
+        if p.control:
+            held = " ".join(f"{c}={n}" for c, n in p.control.items())
+            click.echo(f"      control group, held back (would have gone): {held}")
         if p.skipped:
             click.echo("      skipped: " + ", ".join(f"{r} {n}" for r, n in p.skipped.items()))
     click.echo(f"total planned: {result.planned}; skipped: {sum(result.skipped.values())}")

@@ -192,4 +192,6 @@ def outbox(day: date, as_json: bool) -> None:
         return
     for r in rows:
         extra = r.get("reason") or r.get("channel")
+        if r.get("reason") and r.get("channel"):  # control: the channel it would have gone on
+            extra = f"{r['reason']} (would have gone: {r['channel']})"
         click.echo(f"{r['customer_id']}\t{r['phase']}:{r['step']}\t{r['status']}\t{extra}")

@@ -20,7 +20,8 @@ log = get_logger(__name__)
 
 
 def day_counts(url: str, plan_date: date) -> dict[str, Any]:
-    """Messages by phase x channel x status and skips by reason, for one planning date."""
+    """Messages by phase x channel x status, skips by reason, and the control group's
+    would-have-been messages by phase x channel, for one planning date."""
     with psycopg.connect(url) as conn:
         msgs = conn.execute(
             "select phase, channel, status, count(*) from ops.outbox where plan_date = %s "
@@ -29,6 +30,12 @@ def day_counts(url: str, plan_date: date) -> dict[str, Any]:
         ).fetchall()
         skips = conn.execute(
             "select reason, count(*) from ops.skips where plan_date = %s group by 1", (plan_date,)
+        ).fetchall()
+        # the control group's would-have-been messages, by the channel they would have gone on
+        control = conn.execute(
+            "select phase || ':' || channel, count(*) from ops.skips where plan_date = %s "
+            "and reason = 'control_group' and channel is not null group by 1",
+            (plan_date,),
         ).fetchall()
     by_phase_channel: Counter = Counter()
     by_status: Counter = Counter()
@@ -40,6 +47,7 @@ def day_counts(url: str, plan_date: date) -> dict[str, Any]:
         "messages": dict(sorted(by_phase_channel.items())),
         "status": dict(sorted(by_status.items())),
         "skipped": dict(sorted((r, n) for r, n in skips)),
+        "control": dict(sorted(control)),
     }
 
 

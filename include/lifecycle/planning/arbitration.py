@@ -1,7 +1,10 @@
 """Deciding: one message per customer per day, by phase priority, within caps and consents,
 and one message per contact address per day (customer records may share a phone or an email).
 
-The control group is held back here; the volume guard compares the day's plan with recent days.
+The control group is held back here, after every other rule: a control customer is decided as
+any other and held back only where its message would have been written, so the control arm is
+the customers who would have been messaged. The volume guard compares the day's plan with
+recent days.
 ``compute_plan`` only reads, so the preview can run it in a read-only transaction.
 """
 
@@ -127,8 +130,16 @@ def arbitrate(
     plan_date: date,
     history: History,
     suppressions: dict[tuple, str] | None = None,
-) -> tuple[list[Message], list[tuple[Candidate, str]]]:
-    """Decide per customer: ([messages to send], [(candidate, skip reason)]).
+) -> tuple[list[Message], list[tuple[Candidate, str]], list[Message]]:
+    """Decide per customer: ([messages to send], [(candidate, skip reason)], [held back]).
+
+    A control-group customer goes through every rule (consent, contact, suppression, caps,
+    priority, shared address, channel, rendering, length) like any other: where its message
+    would be written it is held back instead, with skip reason control_group, and the message
+    it would have received is returned in the third list. That message takes the customer's
+    day and its address as a sent one would, so lower-priority candidates and other records
+    on the address are decided as they would be. A control customer stopped by another rule
+    gets that rule's reason.
 
     Each customer's candidates are tried in priority order. An address (channel and normalised
     phone/email) carries one message a day: candidates of all customers are decided in one
@@ -144,7 +155,13 @@ def arbitrate(
     for c in candidates:
         by_customer[c.customer_id].append(c)
     taken = set(history.addresses)
+    for c in candidates:  # D's control would-haves of an earlier run hold their address
+        held_channel = history.held_today.get(c.customer_id)
+        if held_channel is not None:
+            taken.add(contact_key(held_channel, c.facts["phone" if held_channel == "sms"
+                                                        else "email"]))
     chosen: dict[str, Message] = {}
+    held: set[str] = set()
     skipped: dict[str, list[tuple[Candidate, str]]] = defaultdict(list)
     capped: dict[str, bool] = {}
     order = sorted(candidates, key=lambda c: (c.phase.phase.priority, c.step.number,
@@ -152,9 +169,6 @@ def arbitrate(
     for c in order:
         customer_id = c.customer_id
         skips = skipped[customer_id]
-        if in_control_group(customer_id, cg.percent, cg.salt):
-            skips.append((c, CONTROL_GROUP))
-            continue
         if customer_id in history.today:
             if c.message_key != history.today[customer_id]:
                 skips.append((c, ALREADY_PLANNED_TODAY))
@@ -183,11 +197,15 @@ def arbitrate(
             if isinstance(outcome, Message):
                 chosen[customer_id] = outcome
                 taken.add(contact_key(outcome.channel, outcome.to_address))
+                if in_control_group(customer_id, cg.percent, cg.salt):
+                    held.add(customer_id)
+                    skips.append((c, CONTROL_GROUP))
             else:
                 skips.append((c, outcome))
     # Customers in the order they came (by phase, then customer id): samples stay stable.
-    messages = [chosen[cid] for cid in by_customer if cid in chosen]
-    return messages, [s for cid in by_customer for s in skipped[cid]]
+    messages = [chosen[cid] for cid in by_customer if cid in chosen and cid not in held]
+    control = [chosen[cid] for cid in by_customer if cid in held]
+    return messages, [s for cid in by_customer for s in skipped[cid]], control
 
 
 def check_volume(
@@ -248,7 +266,7 @@ def compute_plan(
     history = load_history(conn, ids, plan_date, lookback_days(rules))
     phones = {c.customer_id: c.facts.get("phone") for c in candidates}
     suppressions = load_suppressions(conn, ids, phones)
-    messages, skips = arbitrate(candidates, rules, plan_date, history, suppressions)
+    messages, skips, held = arbitrate(candidates, rules, plan_date, history, suppressions)
     volume = check_volume(conn, rules.policy.volume_guard, plan_date, len(messages))
     already = [c for c in candidates if history.today.get(c.customer_id) == c.message_key]
-    return Plan(plan_date, as_of, candidates, messages, skips, volume, already)
+    return Plan(plan_date, as_of, candidates, messages, skips, volume, already, held)

@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from lifecycle.planning.plan import (
+    CONTROL_GROUP,
     Candidate,
     History,
     PlanningError,
@@ -94,7 +95,8 @@ def load_history(
     conn: psycopg.Connection, customer_ids: list[str], plan_date: date, days: int
 ) -> History:
     """The keys these customers' rows hold, their messages in the lookback, D's rows, and the
-    addresses D's outbox already holds (whoever's they are)."""
+    addresses D's outbox already holds (whoever's they are). A control customer's
+    would-have-been message (its control_group skip) counts as one of its messages."""
     history = History()
     rows = conn.execute(
         """
@@ -114,6 +116,26 @@ def load_history(
             history.keys.add(key)
             if since <= day < plan_date:
                 history.sent.setdefault(customer_id, []).append((day, channel, phase))
+    # A control customer's would-have-been message counts as sent (for its key, the caps and
+    # the day), as its treatment twin's would: otherwise the control arm would be "exposed"
+    # again where treatment is capped or already sent. Rows from before the holdout recorded
+    # the message (no channel) say nothing of it.
+    rows = conn.execute(
+        """
+        select customer_id, message_key, plan_date, channel, phase
+        from ops.skips
+        where customer_id = any(%s) and reason = %s and channel is not null
+        """,
+        (customer_ids, CONTROL_GROUP),
+    )
+    for customer_id, key, day, channel, phase in rows:
+        if day == plan_date:
+            history.today[customer_id] = key
+            history.held_today[customer_id] = channel
+            continue
+        history.keys.add(key)
+        if since <= day < plan_date:
+            history.sent.setdefault(customer_id, []).append((day, channel, phase))
     history.addresses = {
         contact_key(channel, address)
         for channel, address in conn.execute(

@@ -4,6 +4,7 @@ transaction. Inserts ignore conflicts, so planning a day twice changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,7 +12,14 @@ import psycopg
 from psycopg import sql
 
 from lifecycle.planning.arbitration import compute_plan
-from lifecycle.planning.plan import VOLUME_GUARD, Candidate, Message, PlanReport, VolumeGuardTripped
+from lifecycle.planning.plan import (
+    CONTROL_GROUP,
+    VOLUME_GUARD,
+    Candidate,
+    Message,
+    PlanReport,
+    VolumeGuardTripped,
+)
 from lifecycle.rules.compiled import Rules
 from lifecycle.settings import Settings, get_settings
 
@@ -93,17 +101,31 @@ def _write_messages(cur: psycopg.Cursor, rows: list[dict]) -> int:
     return cur.rowcount
 
 
-def _write_skips(cur: psycopg.Cursor, plan_date: date, skips: list[tuple[Candidate, str]]) -> int:
+def _write_skips(
+    cur: psycopg.Cursor,
+    plan_date: date,
+    skips: list[tuple[Candidate, str]],
+    held: Sequence[Message] = (),
+) -> int:
+    """Insert the skip rows; a control_group row gets the channel, variant and key of its
+    would-have-been message (``held``)."""
     if not skips:
         return 0
+    would = {(m.customer_id, m.candidate.phase.name, m.candidate.step.number): m for m in held}
     cur.execute("create temp table _skips (like ops.skips including defaults) on commit drop")
-    with cur.copy("copy _skips (plan_date, customer_id, phase, step, reason) from stdin") as copy:
+    columns = "plan_date, customer_id, phase, step, reason, channel, variant, message_key"
+    with cur.copy(f"copy _skips ({columns}) from stdin") as copy:
         for c, reason in skips:
-            copy.write_row((plan_date, c.customer_id, c.phase.name, c.step.number, reason))
+            m = would.get((c.customer_id, c.phase.name, c.step.number))
+            if reason == CONTROL_GROUP and m is not None:
+                message = (m.channel, m.variant, c.message_key)
+            else:
+                message = (None, None, None)
+            copy.write_row(
+                (plan_date, c.customer_id, c.phase.name, c.step.number, reason, *message)
+            )
     cur.execute(
-        "insert into ops.skips (plan_date, customer_id, phase, step, reason) "
-        "select plan_date, customer_id, phase, step, reason from _skips "
-        "on conflict do nothing"
+        f"insert into ops.skips ({columns}) select {columns} from _skips on conflict do nothing"
     )
     return cur.rowcount
 
@@ -153,15 +175,22 @@ def plan_day(
         tripped = plan.volume.tripped and not (allow_volume or volume_override(conn, plan_date))
         with conn.cursor() as cur:
             if tripped:
-                held = [(m.candidate, VOLUME_GUARD) for m in plan.messages]
-                report.inserted_skips = _write_skips(cur, plan_date, plan.skips + held)
+                # nothing goes out: the control customers' would-haves are not exposures
+                # either, both arms are held by the guard
+                would = plan.messages + plan.held
+                held = [(m.candidate, VOLUME_GUARD) for m in would]
+                others = [(c, r) for c, r in plan.skips if r != CONTROL_GROUP]
+                report.inserted_skips = _write_skips(cur, plan_date, others + held)
                 report.skipped[VOLUME_GUARD] += len(held)
+                report.skipped[CONTROL_GROUP] -= len(plan.held)
+                report.skipped = +report.skipped  # drop reasons left at 0
                 report.planned.clear()
                 report.variants.clear()
+                report.control.clear()
             else:
                 rows = [message_row(m, plan_date, rules, settings) for m in plan.messages]
                 report.inserted_messages = _write_messages(cur, rows)
-                report.inserted_skips = _write_skips(cur, plan_date, plan.skips)
+                report.inserted_skips = _write_skips(cur, plan_date, plan.skips, plan.held)
         if tripped:
             conn.commit()
             raise VolumeGuardTripped(plan_date, plan.volume)

@@ -126,7 +126,9 @@ class Message:
 
 @dataclass
 class History:
-    """What earlier days hold for the candidates (from ops.outbox)."""
+    """What earlier days hold for the candidates: ops.outbox, and the control group's
+    would-have-been messages (ops.skips control_group rows with a channel), which count as sent
+    for the keys, the caps and the day's addresses, so both arms are decided alike."""
 
     # message keys other days' rows hold (``holds_key``: the outbox's unique key, all days)
     keys: set[str] = field(default_factory=set)
@@ -135,6 +137,9 @@ class History:
     today: dict[str, str] = field(default_factory=dict)  # customer -> D's message key
     # contact_key of every message already in D's outbox (any customer): taken for the day
     addresses: set[tuple[str, str]] = field(default_factory=set)
+    # customer -> channel of D's control-group would-have recorded by an earlier run of the day
+    # (its address is taken for the day as a message's is; the skip row holds no address)
+    held_today: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,6 +186,9 @@ class PlanReport:
     planned: Counter = field(default_factory=Counter)  # (phase, channel) -> messages
     skipped: Counter = field(default_factory=Counter)  # reason -> rows
     variants: Counter = field(default_factory=Counter)  # (phase, step, variant) -> messages
+    # (phase, channel) -> control-group customers held back where this message would have been
+    # written (also counted in skipped as control_group)
+    control: Counter = field(default_factory=Counter)
     volume: VolumeCheck | None = None
     inserted_messages: int = 0
     inserted_skips: int = 0
@@ -192,6 +200,7 @@ class PlanReport:
             "planned": {f"{p}:{c}": n for (p, c), n in sorted(self.planned.items())},
             "skipped": dict(sorted(self.skipped.items())),
             "variants": {f"{p}:{s}:{v}": n for (p, s, v), n in sorted(self.variants.items())},
+            "control": {f"{p}:{c}": n for (p, c), n in sorted(self.control.items())},
             "volume": self.volume.as_dict() if self.volume else None,
             "inserted_messages": self.inserted_messages,
             "inserted_skips": self.inserted_skips,
@@ -208,9 +217,12 @@ class Plan:
     messages: list[Message]
     skips: list[tuple[Candidate, str]]
     volume: VolumeCheck
-    # Candidates whose message for D is in the outbox already (D planned before): neither a
-    # new message nor a skip.
+    # Candidates whose message for D is in the outbox already, or held back as control
+    # (D planned before): neither a new message nor a skip.
     already_planned: list[Candidate] = field(default_factory=list)
+    # The control group's would-have-been messages: what each control customer would have
+    # received after every rule (each is in ``skips`` too, with reason control_group).
+    held: list[Message] = field(default_factory=list)
 
     def report(self) -> PlanReport:
         report = PlanReport(self.plan_date, volume=self.volume)
@@ -221,4 +233,6 @@ class Plan:
             report.variants[(m.candidate.phase.name, m.candidate.step.number, m.variant)] += 1
         for _, reason in self.skips:
             report.skipped[reason] += 1
+        for m in self.held:
+            report.control[(m.candidate.phase.name, m.channel)] += 1
         return report

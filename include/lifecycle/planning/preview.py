@@ -69,6 +69,9 @@ class PhasePreview:
     samples: list[Sample] = field(default_factory=list)
     # step -> "step 4 (step 3 again: days_since_end 120-149)": the repetitions of a step
     repetitions: dict[int, str] = field(default_factory=dict)
+    # control-group customers held back where a message would have been written, by the
+    # channel it would have gone on (also in skipped as control_group)
+    control: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,6 +168,9 @@ def preview(
     messages: dict[str, list[Message]] = defaultdict(list)
     for m in plan.messages:
         messages[m.candidate.phase.name].append(m)
+    control: dict[str, Counter] = defaultdict(Counter)
+    for m in plan.held:
+        control[m.candidate.phase.name][m.channel] += 1
 
     phases: list[PhasePreview] = []
     for phase in rules.phases:
@@ -189,13 +195,14 @@ def preview(
                 already[phase.name],
                 shown,
                 {s.number: s.label() for s in phase.steps if s.repeats is not None},
+                dict(sorted(control[phase.name].items())),
             )
         )
     notes: list[str] = []
     if plan.already_planned:
         notes.append(
             f"{plan_date} was planned before: {len(plan.already_planned)} of its messages are in "
-            "the outbox already (counted apart, not as planned)"
+            "the outbox already, or held back as control (counted apart, not as planned)"
         )
     if plan.facts_as_of is None:
         notes.append("customer_facts is empty: nobody to plan for")

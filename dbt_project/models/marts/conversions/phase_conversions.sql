@@ -1,6 +1,9 @@
 {#-
     Each phase step's exposures and whether they converted within the phase's attribution
-    window. The windows come from the rules file through var lifecycle_phases (each phase's
+    window. Treated, intention to treat: every message planned (an outbox row, whatever became
+    of it: sent, failed, expired, unknown or still planned). Control: every control-group
+    customer held back where its message would have been written (a control_group skip with
+    the channel it would have gone on; rows written before skips recorded it are left out). The windows come from the rules file through var lifecycle_phases (each phase's
     `conversion`, macros/conversion_windows.sql): a conversion counts on the days after the
     step's day up to `within_days` later, or, when it is null (retention), up to the
     membership's end plus `grace_days`. Only events up to D count.
@@ -10,7 +13,10 @@
     A build of D computes every other row again from its own exposure (and a post-hook
     deletes the older copy), with the exposures planned since the last build (outbox and skip
     days from its day less the settle days): each day's work is the exposures whose windows
-    are open or settling, not the whole history.
+    are open or settling, not the whole history. An empty table reads every exposure (the
+    first build after a month of sends counts the month), and a build keeps no row computed
+    on a later day than its own (a rebuild of an earlier day), so the latest computed_on is
+    never after the last build's day.
 -#}
 {%- set settle_days = conversion_settle_days() -%}
 
@@ -30,18 +36,32 @@
         and not {{ phase_conversion_is_final('prior') }}
 {% endraw %}{%- endset -%}
 
+{#- A final row kept by a build of an earlier day than it was computed on is final as of
+    that day too (that is why it was kept); it gets that day, so the next build reads the
+    exposures from the day the table was last built, not from a later one. -#}
+{%- set rewound_hook -%}{% raw %}
+    update {{ this }} set computed_on = {{ as_of_date() }}
+    where computed_on > {{ as_of_date() }}
+{% endraw %}{%- endset -%}
+
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='sync_all_columns',
     pre_hook=[legacy_hook],
-    post_hook=[replaced_hook, "{{ ensure_index(this, ['customer_id', 'phase', 'step']) }}"],
+    post_hook=[
+        replaced_hook,
+        rewound_hook,
+        "{{ ensure_index(this, ['customer_id', 'phase', 'step']) }}",
+    ],
 ) }}
 
 {#- Which rows to keep, and from which planning day to read new exposures ("since": the
     last build's day, or D if earlier, less the settle days; rows not final are computed again
-    from their own exposure, however old): everything in a first or full build, or when the
-    table predates the columns that say which rows are final. The day is read before the
+    from their own exposure, however old): everything in a first or full build, when the
+    table is empty (no build day to start from: `least` alone would ignore the missing day
+    and read only the last settle days), or when the table predates the columns that say
+    which rows are final. The day is read before the
     build, so the planner sees a constant; a unit test has no table to read, there it stays a
     subquery over the `this` fixture. -#}
 {%- set in_unit_test = model.resource_type == 'unit_test' -%}
@@ -50,7 +70,9 @@
 {%- set since = none -%}
 {%- if keep_final -%}
     {%- set since_sql -%}
-        select least(max(prior.computed_on), {{ as_of_date() }}) - {{ settle_days }}
+        select case when max(prior.computed_on) is not null
+            then least(max(prior.computed_on), {{ as_of_date() }}) - {{ settle_days }}
+        end
         from {{ this }} as prior
     {%- endset -%}
     {%- if not in_unit_test -%}
@@ -112,7 +134,9 @@ windows as (
 
 treated as (
 
-    -- a message that went out: the step's day is its planning day
+    -- intention to treat: a message planned, whatever became of it (sent, failed, expired,
+    -- unknown, skipped at dispatch, still planned), as the control arm is the messages that
+    -- would have been planned; the step's day is its planning day
     select
         outbox.customer_id,
         outbox.phase,
@@ -123,8 +147,7 @@ treated as (
         outbox.plan_date as exposed_on
     from outbox
     cross join as_of
-    where outbox.status = 'sent'
-        and outbox.plan_date <= as_of.as_of_date
+    where outbox.plan_date <= as_of.as_of_date
         {%- if since %}
         and outbox.plan_date >= {{ since }}
         {%- endif %}
@@ -133,14 +156,20 @@ treated as (
 
 control_days as (
 
+    -- a control-group customer held back where its message would have been written, with
+    -- that message's variant and channel; control rows without a channel predate it (they
+    -- were held back before the other rules were applied) and are not comparable
     select
         skips.customer_id,
         skips.phase,
         skips.step,
+        skips.variant,
+        skips.channel,
         skips.plan_date
     from skips
     cross join as_of
     where skips.reason = 'control_group'
+        and skips.channel is not null
         and skips.plan_date <= as_of.as_of_date
         {%- if since %}
         and skips.plan_date >= {{ since }}
@@ -167,8 +196,8 @@ exposure_days as (
         phase,
         step,
         'control' as arm,
-        null as variant,
-        null as channel,
+        variant,
+        channel,
         plan_date as exposed_on
     from control_days
     {%- if keep_final %}
@@ -217,8 +246,9 @@ with_membership as (
 
 exposures as (
 
-    -- a control customer is skipped every day it stays eligible: its exposure is the first
-    -- of those days for the membership (as a step is sent once per membership)
+    -- a step is exposed once per membership: planning takes its key with the first message
+    -- or control would-have (a message that certainly did not go out releases the key and
+    -- the step can be planned again: the exposure stays the first day)
     select distinct on (customer_id, phase, step, arm, coalesce(membership_id, ''))
         with_membership.*
     from with_membership

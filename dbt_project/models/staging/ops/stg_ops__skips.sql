@@ -14,6 +14,10 @@ final as (
         phase,
         step,
         reason,
+        -- the message a control-group customer would have received (reason control_group)
+        channel,
+        variant,
+        message_key,
         created_at
     from source
 

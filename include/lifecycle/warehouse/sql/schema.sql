@@ -163,6 +163,15 @@ create table if not exists ops.skips (
     created_at  timestamptz not null default now(),
     primary key (plan_date, customer_id, phase, step)
 );
+-- A control-group customer goes through every rule and is held back only where its message
+-- would have been written: the skip records that message's channel, variant and key (null for
+-- every other reason, and on control rows written before the columns existed).
+alter table ops.skips add column if not exists channel text;
+alter table ops.skips add column if not exists variant text;
+alter table ops.skips add column if not exists message_key text;
+-- planning reads each candidate's control would-haves as its history (planning.audience)
+create index if not exists skips_control_customer_idx on ops.skips (customer_id)
+    where reason = 'control_group' and channel is not null;
 
 -- The sandbox transport's record of what would have been sent: one row per outbox message.
 create table if not exists ops.sandbox_messages (
