@@ -433,3 +433,17 @@ def test_a_rules_file_that_never_ends_is_read_up_to_the_limit_only(tmp_path):
     """A device or pipe has no size to stat: reading stops one byte past the limit."""
     with pytest.raises(RulesInvalid, match="more than 1 000 bytes, the limit is 1 000 bytes"):
         load_rules("/dev/zero", max_bytes=1000)
+
+
+def test_offer_margin_defaults_to_all_of_the_revenue_and_is_checked_where_it_stands():
+    rules = parse_rules(TEXT, "phases.yml")
+    assert {s.offer.margin for p in rules.phases for s in p.steps} == {1.0}
+    text = _replace(TEXT, "offer: {code: addon_trial,", "offer: {code: addon_trial, margin: 0.35,")
+    assert parse_rules(text, "phases.yml").phase("stimulation").steps[0].offer.margin == 0.35
+    for bad, valid in (("0", "> 0"), ("1.5", "<= 1"), ('"35%"', "a number")):
+        text = _replace(TEXT, "offer: {code: addon_trial,",
+                        f"offer: {{code: addon_trial, margin: {bad},")
+        (err,) = _errors(text)
+        assert err.path == "phases[1].steps[0].offer.margin"
+        assert err.line == _line_of(text, "margin:") and err.column
+        assert valid in str(err), str(err)
