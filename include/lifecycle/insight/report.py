@@ -14,6 +14,8 @@ import psycopg
 from lifecycle.insight import charts, uplift
 from lifecycle.logs import get_logger
 from lifecycle.rules import sms
+from lifecycle.rules.compiled import Rules
+from lifecycle.rules.loading import load_rules
 from lifecycle.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -129,6 +131,15 @@ def signed(v: Any) -> str:
     return "–" if v is None else f"{float(v):+,.1f}"
 
 
+def amount(v: Any) -> str:
+    """Money, whole units with a sign when negative: 1234.5 -> '1,234'."""
+    return "–" if v is None else f"{float(v):,.0f}"
+
+
+def ratio(v: Any) -> str:
+    return "–" if v is None else f"{float(v):,.1f}"
+
+
 def _environment() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -137,8 +148,8 @@ def _environment() -> Any:
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(pct=pct, pts=pts, num=num, signed=signed)
-    env.globals.update(pct=pct, pts=pts, num=num, signed=signed)
+    env.filters.update(pct=pct, pts=pts, num=num, signed=signed, amount=amount, ratio=ratio)
+    env.globals.update(pct=pct, pts=pts, num=num, signed=signed, amount=amount, ratio=ratio)
     return env
 
 
@@ -165,30 +176,83 @@ def _outbox(conn: psycopg.Connection, first: date, last: date) -> dict[str, Any]
     return {"status": status, "by_phase": by_phase}
 
 
-def _comparisons(conn: psycopg.Connection, schema: str, first: date,
-                 last: date) -> list[dict[str, Any]] | None:
-    """Per phase and arm, the customers exposed in the period (distinct) and who converted."""
+def margins(rules: Rules | None) -> dict[str, float]:
+    """Each offer's margin from the rules file, by 'phase|step|variant' and by 'phase|step'
+    (the step's own offer: for rows that carry no variant)."""
+    out: dict[str, float] = {}
+    for phase in rules.phases if rules is not None else []:
+        for step in phase.steps:
+            out[f"{phase.name}|{step.number}"] = step.offer.margin
+            for v in step.variants:
+                out[f"{phase.name}|{step.number}|{v.name}"] = v.offer.margin
+    return out
+
+
+def _comparisons(conn: psycopg.Connection, schema: str, first: date, last: date,
+                 margin: dict[str, float]) -> list[dict[str, Any]] | None:
+    """Per phase and arm, the customers exposed in the period (distinct) and who converted;
+    their revenue, and their revenue times the margin of the offer they got or would have got
+    (an offer the rules file no longer has counts at 100%)."""
     if not _exists(conn, f'"{schema}".phase_conversions'):
         return None
     return _rows(
         conn,
         f"""
-        with per_customer as (
-            select phase, arm, customer_id, min(conversion_event) as event,
-                   bool_or(converted) as converted, max(revenue) as revenue,
-                   bool_or(not is_window_closed) as open_window
-            from "{schema}".phase_conversions
-            where exposed_on between %(f)s and %(l)s
+        with margins as (
+            select * from unnest(%(keys)s::text[], %(margins)s::float8[]) as m(key, margin)
+        ), per_customer as (
+            select pc.phase, pc.arm, pc.customer_id, min(pc.conversion_event) as event,
+                   bool_or(pc.converted) as converted, max(pc.revenue) as revenue,
+                   max(pc.revenue * coalesce(mv.margin, ms.margin, 1)::numeric)
+                       as margin_revenue,
+                   bool_or(not pc.is_window_closed) as open_window
+            from "{schema}".phase_conversions pc
+            left join margins mv on mv.key = pc.phase || '|' || pc.step || '|' || pc.variant
+            left join margins ms on ms.key = pc.phase || '|' || pc.step
+            where pc.exposed_on between %(f)s and %(l)s
             group by 1, 2, 3
         )
         select phase, arm, min(event) as event, count(*) as customers,
                count(*) filter (where converted) as conversions,
-               coalesce(sum(revenue), 0) as revenue,
+               coalesce(sum(revenue) filter (where converted), 0) as revenue,
+               coalesce(sum(margin_revenue) filter (where converted), 0) as margin_revenue,
                count(*) filter (where open_window) as open_windows
         from per_customer group by 1, 2
         """,
-        {"f": first, "l": last},
+        {"f": first, "l": last, "keys": list(margin), "margins": list(margin.values())},
     )
+
+
+def _global_control(conn: psycopg.Connection, schema: str, first: date,
+                    last: date) -> uplift.Comparison | None:
+    """Every messaged customer against every control customer of the period, over all phases.
+
+    A customer counts once: converted when any of their exposures in the period converted. A
+    customer with exposures in both groups (the control group's salt changed within the
+    period) counts as messaged.
+    """
+    if not _exists(conn, f'"{schema}".phase_conversions'):
+        return None
+    row = conn.execute(
+        f"""
+        with per_customer as (
+            select customer_id, bool_or(arm = 'treated') as treated,
+                   bool_or(converted) as converted
+            from "{schema}".phase_conversions
+            where exposed_on between %(f)s and %(l)s
+            group by 1
+        )
+        select count(*) filter (where treated),
+               count(*) filter (where treated and converted),
+               count(*) filter (where not treated),
+               count(*) filter (where not treated and converted)
+        from per_customer
+        """,
+        {"f": first, "l": last},
+    ).fetchone()
+    if not row[0] and not row[2]:
+        return None
+    return uplift.compare(*row)
 
 
 def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settings
@@ -207,14 +271,16 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
         cmp_ = uplift.compare(nt, xt, nc, xc)
         event = (t or c or {}).get("event")
         noun, verb = EVENT_WORDS.get(event, ("conversions", "converted"))
+        # billed units: SMS segments (a Cyrillic text of 71+ characters is two), not messages
         cost = sent["segments"] * settings.sms_cost + sent["email"] * settings.email_cost
-        revenue = None
-        if nt and nc:
-            revenue = (float(t["revenue"]) / nt - float(c["revenue"]) / nc) * nt
+        revenue = sum(float((a or {}).get("revenue", 0)) for a in (t, c))
+        margin_revenue = sum(float((a or {}).get("margin_revenue", 0)) for a in (t, c))
+        money = uplift.money(cmp_, revenue, margin_revenue, cost)
         out.append({
             "phase": phase, "noun": noun, "verb": verb, "cmp": cmp_, "sent": sent,
-            "messages": sent["sms"] + sent["email"], "cost": cost,
-            "incremental_revenue": revenue,
+            "messages": sent["sms"] + sent["email"], "cost": cost, "money": money,
+            "margin": margin_revenue / revenue if revenue else None,
+            "incremental_revenue": money.revenue[0] if money.revenue else None,
             "open_windows": (t or {}).get("open_windows", 0) + (c or {}).get("open_windows", 0),
         })
     return out
@@ -343,7 +409,9 @@ def build_report(
             p,
         ).fetchall()
         outbox = _outbox(conn, first, last)
-        arms = _comparisons(conn, schema, first, last)
+        rules = load_rules(settings.rules_path) if settings.rules_path.exists() else None
+        arms = _comparisons(conn, schema, first, last, margins(rules))
+        everyone = _global_control(conn, schema, first, last)
         funnel = _funnel(conn, schema, first, last)
         retention = (
             _rows(conn, f'select * from "{schema}".metrics_retention_monthly where month <= %s '
@@ -353,14 +421,15 @@ def build_report(
         )
         sim = _simulation(conn, first, last)
     ctx = _context(settings, first, last, customers, daily, skips, per_customer, outbox, arms,
-                   funnel, retention, sim)
+                   funnel, retention, sim, everyone)
     page = _environment().get_template("report.html.j2").render(**ctx)
     return page, ctx["headline"]
 
 
 def _context(settings: Settings, first: date, last: date, customers: int, daily: list,
              skips: list, per_customer: list, outbox: dict, arms: list | None,
-             funnel: list | None, retention: list | None, sim: dict | None) -> dict[str, Any]:
+             funnel: list | None, retention: list | None, sim: dict | None,
+             everyone: uplift.Comparison | None = None) -> dict[str, Any]:
     from markupsafe import Markup
 
     by_phase = outbox["by_phase"]
@@ -372,8 +441,9 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
     cost = sms_cost + email_cost
     phases = _phases(arms, outbox, settings) if arms is not None else []
     tot = uplift.total([r["cmp"] for r in phases])
-    revenue = [r["incremental_revenue"] for r in phases if r["incremental_revenue"] is not None]
-    inc_revenue = sum(revenue) if revenue else None
+    # every message's cost counts against the phases' money, whatever phase it was sent for
+    summed = uplift.money_total([r["money"] for r in phases])
+    money = uplift.Money(cost, summed.revenue, summed.gross)
     status = outbox["status"]
     not_sent = {k: v for k, v in status.items() if k not in ("sent", "expired")}
     if funnel is not None:
@@ -393,9 +463,10 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
         "incremental_conversions_low": round(tot.low, 1) if tot else None,
         "incremental_conversions_high": round(tot.high, 1) if tot else None,
         "incremental_verdict": tot.verdict if tot else None,
-        "incremental_revenue": round(inc_revenue, 2) if inc_revenue is not None else None,
-        "return_on_spend": round(inc_revenue / cost, 2) if inc_revenue is not None and cost
-        else None,
+        **_triple("incremental_revenue", money.revenue),
+        **_triple("incremental_profit", money.profit),
+        **_triple("return_on_spend", money.return_on_spend),
+        "global_control": _global_headline(everyone),
         "simulation": ({n: {k: sim["policies"][n][k] for k in (
             "messages_per_customer_year", "cost", "conversions_total", "revenue_total",
             "opt_outs")} for n in sim["names"]} if sim else {}),
@@ -404,7 +475,8 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
     return {
         "first": first, "last": last, "days": (last - first).days + 1,
         "titles": sections, "settings": settings, "currency": settings.currency,
-        "headline": headline, "total": tot, "phases": phases,
+        "headline": headline, "total": tot, "phases": phases, "money": money,
+        "everyone": everyone,
         "rules": Markup(uplift.RULES_IN_WORDS),
         "verdicts": (uplift.EFFECT, uplift.NO_EFFECT, uplift.TOO_FEW),
         "min_arm": uplift.MIN_ARM, "small_base": SMALL_BASE,
@@ -423,6 +495,25 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
         "sim": sim and {**sim, "chart": Markup(sim["chart"])},
         "generated": datetime.now(UTC),
     }
+
+
+def _triple(name: str, value: uplift.Interval | None) -> dict[str, float | None]:
+    """A figure and its range as three headline keys: name, name_low, name_high."""
+    point, low, high = value if value is not None else (None, None, None)
+    return {name: None if point is None else round(point, 2),
+            f"{name}_low": None if low is None else round(low, 2),
+            f"{name}_high": None if high is None else round(high, 2)}
+
+
+def _global_headline(c: uplift.Comparison | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {"treated": c.treated, "treated_conversions": c.treated_conversions,
+            "control": c.control, "control_conversions": c.control_conversions,
+            "difference": None if c.diff is None else round(c.diff, 4),
+            "difference_low": None if c.low is None else round(c.low, 4),
+            "difference_high": None if c.high is None else round(c.high, 4),
+            "verdict": c.verdict}
 
 
 def write_report(
