@@ -8,6 +8,7 @@ recomputed here from the mart's rows and the outbox, independently of the report
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_cost_per_phase_is_billed_in_segments_and_adds_up_to_the_headline(club) 
     assert h["cost"] == pytest.approx(expected, abs=0.01)
     # each phase card's cost is in segments too: the cards add up to the headline
     cards = [float(c.replace(",", "")) for c in
-             __import__("re").findall(r"segments, [\d,]+ emails\) to [\d,]+ customers; cost "
+             re.findall(r"segments, [\d,]+ emails\) to [\d,]+ customers; cost "
                                       r"([\d,.]+)", page)]
     assert len(cards) == 5 and sum(cards) == pytest.approx(expected, abs=0.05)
 

@@ -96,5 +96,8 @@ def test_report_renders_its_sections_without_script_errors(simulated, tmp_path: 
     assert "AS IS (blast)" in dom and "TO BE (lifecycle)" in dom
     assert f"Simulation no. {run['simulation_id']}" in dom
     assert "covers 2026-01-01 to 2026-03-01 (60 days)" in dom
+    # the assumptions with their sources, and what changes if targeting paid off less
+    assert "(Source: fitness-club case" in dom
+    assert "Sensitivity:" in dom and "1.5 times as often as a blast SMS" in dom
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []

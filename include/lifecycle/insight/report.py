@@ -335,31 +335,65 @@ def _simulation(conn: psycopg.Connection, first: date, last: date) -> dict[str, 
         "sms_cost": results["sms_cost"], "email_cost": results["email_cost"],
         "names": names, "titles": SIMULATION_TITLES, "policies": pols,
         "assumptions": assumptions(model),
+        "sensitivity": sensitivity_line(pols, model, results["currency"]),
         "chart": charts.simulation(pols, names, {n: SIMULATION_TITLES[n].split(" (")[0]
                                                  for n in names}, results["currency"]),
     }
 
 
 def assumptions(model: dict[str, Any]) -> list[str]:
-    """The simulation's response model as sentences (ResponseModel's fields)."""
+    """The simulation's response model as sentences (ResponseModel's fields), each with the
+    figure it comes from when the model names one (``sources``)."""
+    sources = model.get("sources") or {}
+
+    def cite(key: str, sentence: str) -> str:
+        return f"{sentence} (Source: {sources[key]}.)" if sources.get(key) else sentence
+
     out = []
     for phase, p in (model.get("respond") or {}).items():
-        out.append(f"A {phase.replace('_', ' ')} message makes {pct(p, 0)} of the customers who "
-                   "would not have converted anyway do so.")
+        out.append(cite(phase, f"A {phase.replace('_', ' ')} message makes {pct(p, 0)} of the "
+                        "customers who would not have converted anyway do so."))
     if "blast_respond" in model:
-        out.append(f"A blast SMS makes {pct(model['blast_respond'])} of the members due to renew "
-                   "(membership ending within 45 days) or lapsed buy a membership; it does "
-                   "nothing for the others.")
+        out.append(cite("blast_respond", f"A blast SMS makes {pct(model['blast_respond'])} of "
+                        "the members due to renew (membership ending within 45 days) or lapsed "
+                        "buy a membership; it does nothing for the others."))
     if "opt_out" in model:
         more = (f", {1 + model['annoyance']:g} times as likely for each further message they got "
                 "in the last 30 days" if model.get("annoyance") else "")
-        out.append(f"Each message makes {pct(model['opt_out'])} of its recipients opt out{more}.")
+        out.append(cite("opt_out", f"Each message makes {pct(model['opt_out'])} of its "
+                        f"recipients opt out{more}."))
     if "max_lag_days" in model:
-        out.append(f"A response comes 1 to {model['max_lag_days']} days after the message.")
+        out.append(cite("max_lag_days", "A response comes 1 to "
+                        f"{model['max_lag_days']} days after the message."))
     if model.get("blast_per_month"):
         low, high = model["blast_per_month"]
-        out.append(f"AS IS sends its blast on {low} to {high} days a month to every member.")
+        out.append(cite("blast_per_month", f"AS IS sends its blast on {low} to {high} days a "
+                        "month to every member."))
     return out
+
+
+def sensitivity_line(pols: dict[str, Any], model: dict[str, Any], currency: str) -> str | None:
+    """The lifecycle-vs-blast comparison if lifecycle messages converted at most
+    ``sensitivity_multiple`` times the blast (``responses.sensitivity``), in words."""
+    from lifecycle.insight.responses import sensitivity
+
+    if "lifecycle" not in pols or "blast" not in pols:
+        return None
+    life, blast = pols["lifecycle"], pols["blast"]
+    alt = sensitivity(life["conversions"], life["revenue"], model)
+    if alt is None:
+        return None
+    lower = [p.replace("_", " ") for p, f in alt["factor"].items() if f < 1]
+    return (
+        f"If a lifecycle message converted only {alt['multiple']:g} times as often as a blast "
+        f"SMS (at most {pct(alt['rate'])}; lowered for {', '.join(lower) or 'no phase'}), TO BE "
+        f"would have caused about {alt['conversions']:,.0f} conversions and "
+        f"{alt['revenue']:,.0f} {currency} of revenue, against AS IS's "
+        f"{blast['conversions_total']:,} and {blast['revenue_total']:,.0f} {currency}, for "
+        f"{life['cost']:,.2f} against {blast['cost']:,.2f} {currency} of messages. Computed from "
+        "this run: each phase's caused conversions and revenue times the lower rate over the "
+        "assumed one (what they are expected to be at that rate), not a second run."
+    )
 
 
 def build_report(
