@@ -350,8 +350,13 @@ def assumptions(model: dict[str, Any]) -> list[str]:
         return f"{sentence} (Source: {sources[key]}.)" if sources.get(key) else sentence
 
     out = []
-    for phase, p in (model.get("respond") or {}).items():
-        out.append(cite(phase, f"A {phase.replace('_', ' ')} message makes {pct(p, 0)} of the "
+    from lifecycle.planning.plan import PHASES_IN_ORDER
+
+    rates = model.get("respond") or {}  # stored as JSON: its keys come back in any order
+    for phase in sorted(rates, key=lambda p: (PHASES_IN_ORDER + (p,)).index(p)):
+        name = phase.replace("_", " ")
+        article = "An" if name[0] in "aeiou" else "A"
+        out.append(cite(phase, f"{article} {name} message makes {pct(rates[phase], 0)} of the "
                         "customers who would not have converted anyway do so."))
     if "blast_respond" in model:
         out.append(cite("blast_respond", f"A blast SMS makes {pct(model['blast_respond'])} of "
