@@ -234,6 +234,19 @@ def _simulate_and_report(console: Console, url: str, first: date, last: date, se
             f"{h['incremental_conversions']:+.1f} ({h['incremental_conversions_low']:+.1f} to "
             f"{h['incremental_conversions_high']:+.1f}): {h['incremental_verdict']}",
         )
+    if h["incremental_profit"] is not None:
+        t.add_row(
+            f"profit after message cost, {h['currency']} (95% interval)",
+            f"{h['incremental_profit']:,.0f} ({h['incremental_profit_low']:,.0f} to "
+            f"{h['incremental_profit_high']:,.0f})",
+        )
+    g = h["global_control"]
+    if g is not None and g["difference"] is not None:
+        t.add_row(
+            "global control group: messaged less held back (95% interval)",
+            f"{g['difference'] * 100:+.1f} pp ({g['difference_low'] * 100:+.1f} to "
+            f"{g['difference_high'] * 100:+.1f}): {g['verdict']}",
+        )
     if h["simulation"]:
         t.add_row("simulation", "of the report's days (generated club, not these results)")
     for policy, title in (("blast", "AS IS"), ("lifecycle", "TO BE")):

@@ -24,6 +24,7 @@ import pytest
 
 from lifecycle.delivery.webhooks.events import Event, write_events
 from lifecycle.insight.report import build_report, write_report
+from lifecycle.insight.responses import default_response_model
 from lifecycle.insight.simulate import simulate, simulate_policy
 from lifecycle.insight.uplift import EFFECT, MIN_ARM, NO_EFFECT, TOO_FEW
 from lifecycle.settings import Settings
@@ -150,7 +151,17 @@ def test_headline_counts_only_sent_messages_and_judges_each_phase(club, tmp_path
     # the simulation of these days is there, labelled, with its assumptions as sentences
     assert 'id="simulation"' in page and "not your club's results" in text
     assert f"covers {FIRST} to {LAST}" in text
-    assert "A retention message makes 10% of the customers" in text
+    retention = default_response_model().respond["retention"]
+    assert f"A retention message makes {retention:.0%} of the customers" in text
+    assert "(Source: fitness-club case" in text
+    # money with ranges, the global control group, the detectable difference
+    assert h["incremental_profit_low"] <= h["incremental_profit"] <= h["incremental_profit_high"]
+    assert "Profit after the message cost" in text
+    g = h["global_control"]
+    assert g["treated"] > 0 and g["control"] > 0 and g["verdict"] in (EFFECT, NO_EFFECT, TOO_FEW)
+    assert "all phases (global control group)" in text
+    if any(v != EFFECT for v in verdicts):
+        assert "would show (8 times in 10)" in text
     assert "Simulation no. " in text and "#?" not in text
     assert '{"' not in text and "_rate" not in text and "incremental_conversions" not in text
     # shares are percents: no raw fractions like 0.1234 anywhere in the words

@@ -499,3 +499,17 @@ def test_repetitions_are_steps_of_their_own_with_distinct_keys():
     )
     stim = parse_rules(text, "phases.yml").phase("stimulation")
     assert [s.condition.params[-2:] for s in stim.steps] == [[60, 69], [70, 79], [80, 89]]
+
+
+def test_offer_margin_defaults_to_all_of_the_revenue_and_is_checked_where_it_stands():
+    rules = parse_rules(TEXT, "phases.yml")
+    assert {s.offer.margin for p in rules.phases for s in p.steps} == {1.0}
+    text = _replace(TEXT, "offer: {code: addon_trial,", "offer: {code: addon_trial, margin: 0.35,")
+    assert parse_rules(text, "phases.yml").phase("stimulation").steps[0].offer.margin == 0.35
+    for bad, valid in (("0", "> 0"), ("1.5", "<= 1"), ('"35%"', "a number")):
+        text = _replace(TEXT, "offer: {code: addon_trial,",
+                        f"offer: {{code: addon_trial, margin: {bad},")
+        (err,) = _errors(text)
+        assert err.path == "phases[1].steps[0].offer.margin"
+        assert err.line == _line_of(text, "margin:") and err.column
+        assert valid in str(err), str(err)

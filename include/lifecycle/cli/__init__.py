@@ -414,7 +414,8 @@ def webhooks_serve(host: str, port: int) -> None:
     "--model",
     "model_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML of response probabilities (lifecycle.insight.simulate.ResponseModel)",
+    help="YAML of response rates over the shipped defaults "
+    "(include/lifecycle/insight/responses.yml: every key, with the figure it comes from)",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON")
 def simulate(
@@ -427,8 +428,17 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Live a generated club for DAYS days under each policy; store the results for the report."""
-    from lifecycle.insight.simulate import POLICIES, load_response_model
+    from lifecycle.insight.responses import ModelInvalid, load_response_model
+    from lifecycle.insight.simulate import POLICIES
     from lifecycle.insight.simulate import simulate as run_simulation
+
+    try:
+        model = load_response_model(model_file)
+    except ModelInvalid as exc:
+        for err in exc.errors:
+            click.echo(str(err), err=True)
+        click.echo(f"{len(exc.errors)} error(s) in {model_file}", err=True)
+        sys.exit(1)
 
     policies = POLICIES if policy == "both" else (policy,)
     progress = None
@@ -439,7 +449,7 @@ def simulate(
 
     run = run_simulation(
         _url(), customers=customers, days=days, policies=policies, seed=seed,
-        first_day=first_day, model=load_response_model(model_file), progress=progress,
+        first_day=first_day, model=model, progress=progress,
     )
     if as_json:
         click.echo(json.dumps(run, indent=2))

@@ -14,6 +14,8 @@ import psycopg
 from lifecycle.insight import charts, uplift
 from lifecycle.logs import get_logger
 from lifecycle.rules import sms
+from lifecycle.rules.compiled import Rules
+from lifecycle.rules.loading import load_rules
 from lifecycle.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -137,6 +139,15 @@ def signed(v: Any) -> str:
     return "–" if v is None else f"{float(v):+,.1f}"
 
 
+def amount(v: Any) -> str:
+    """Money, whole units with a sign when negative: 1234.5 -> '1,234'."""
+    return "–" if v is None else f"{float(v):,.0f}"
+
+
+def ratio(v: Any) -> str:
+    return "–" if v is None else f"{float(v):,.1f}"
+
+
 def _environment() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -145,8 +156,8 @@ def _environment() -> Any:
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(pct=pct, pts=pts, num=num, signed=signed)
-    env.globals.update(pct=pct, pts=pts, num=num, signed=signed)
+    env.filters.update(pct=pct, pts=pts, num=num, signed=signed, amount=amount, ratio=ratio)
+    env.globals.update(pct=pct, pts=pts, num=num, signed=signed, amount=amount, ratio=ratio)
     return env
 
 
@@ -173,30 +184,83 @@ def _outbox(conn: psycopg.Connection, first: date, last: date) -> dict[str, Any]
     return {"status": status, "by_phase": by_phase}
 
 
-def _comparisons(conn: psycopg.Connection, schema: str, first: date,
-                 last: date) -> list[dict[str, Any]] | None:
-    """Per phase and arm, the customers exposed in the period (distinct) and who converted."""
+def margins(rules: Rules | None) -> dict[str, float]:
+    """Each offer's margin from the rules file, by 'phase|step|variant' and by 'phase|step'
+    (the step's own offer: for rows that carry no variant)."""
+    out: dict[str, float] = {}
+    for phase in rules.phases if rules is not None else []:
+        for step in phase.steps:
+            out[f"{phase.name}|{step.number}"] = step.offer.margin
+            for v in step.variants:
+                out[f"{phase.name}|{step.number}|{v.name}"] = v.offer.margin
+    return out
+
+
+def _comparisons(conn: psycopg.Connection, schema: str, first: date, last: date,
+                 margin: dict[str, float]) -> list[dict[str, Any]] | None:
+    """Per phase and arm, the customers exposed in the period (distinct) and who converted;
+    their revenue, and their revenue times the margin of the offer they got or would have got
+    (an offer the rules file no longer has counts at 100%)."""
     if not _exists(conn, f'"{schema}".phase_conversions'):
         return None
     return _rows(
         conn,
         f"""
-        with per_customer as (
-            select phase, arm, customer_id, min(conversion_event) as event,
-                   bool_or(converted) as converted, max(revenue) as revenue,
-                   bool_or(not is_window_closed) as open_window
-            from "{schema}".phase_conversions
-            where exposed_on between %(f)s and %(l)s
+        with margins as (
+            select * from unnest(%(keys)s::text[], %(margins)s::float8[]) as m(key, margin)
+        ), per_customer as (
+            select pc.phase, pc.arm, pc.customer_id, min(pc.conversion_event) as event,
+                   bool_or(pc.converted) as converted, max(pc.revenue) as revenue,
+                   max(pc.revenue * coalesce(mv.margin, ms.margin, 1)::numeric)
+                       as margin_revenue,
+                   bool_or(not pc.is_window_closed) as open_window
+            from "{schema}".phase_conversions pc
+            left join margins mv on mv.key = pc.phase || '|' || pc.step || '|' || pc.variant
+            left join margins ms on ms.key = pc.phase || '|' || pc.step
+            where pc.exposed_on between %(f)s and %(l)s
             group by 1, 2, 3
         )
         select phase, arm, min(event) as event, count(*) as customers,
                count(*) filter (where converted) as conversions,
-               coalesce(sum(revenue), 0) as revenue,
+               coalesce(sum(revenue) filter (where converted), 0) as revenue,
+               coalesce(sum(margin_revenue) filter (where converted), 0) as margin_revenue,
                count(*) filter (where open_window) as open_windows
         from per_customer group by 1, 2
         """,
-        {"f": first, "l": last},
+        {"f": first, "l": last, "keys": list(margin), "margins": list(margin.values())},
     )
+
+
+def _global_control(conn: psycopg.Connection, schema: str, first: date,
+                    last: date) -> uplift.Comparison | None:
+    """Every messaged customer against every control customer of the period, over all phases.
+
+    A customer counts once: converted when any of their exposures in the period converted. A
+    customer with exposures in both groups (the control group's salt changed within the
+    period) counts as messaged.
+    """
+    if not _exists(conn, f'"{schema}".phase_conversions'):
+        return None
+    row = conn.execute(
+        f"""
+        with per_customer as (
+            select customer_id, bool_or(arm = 'treated') as treated,
+                   bool_or(converted) as converted
+            from "{schema}".phase_conversions
+            where exposed_on between %(f)s and %(l)s
+            group by 1
+        )
+        select count(*) filter (where treated),
+               count(*) filter (where treated and converted),
+               count(*) filter (where not treated),
+               count(*) filter (where not treated and converted)
+        from per_customer
+        """,
+        {"f": first, "l": last},
+    ).fetchone()
+    if not row[0] and not row[2]:
+        return None
+    return uplift.compare(*row)
 
 
 def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settings
@@ -215,14 +279,16 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
         cmp_ = uplift.compare(nt, xt, nc, xc)
         event = (t or c or {}).get("event")
         noun, verb = EVENT_WORDS.get(event, ("conversions", "converted"))
+        # billed units: SMS segments (a Cyrillic text of 71+ characters is two), not messages
         cost = sent["segments"] * settings.sms_cost + sent["email"] * settings.email_cost
-        revenue = None
-        if nt and nc:
-            revenue = (float(t["revenue"]) / nt - float(c["revenue"]) / nc) * nt
+        revenue = sum(float((a or {}).get("revenue", 0)) for a in (t, c))
+        margin_revenue = sum(float((a or {}).get("margin_revenue", 0)) for a in (t, c))
+        money = uplift.money(cmp_, revenue, margin_revenue, cost)
         out.append({
             "phase": phase, "noun": noun, "verb": verb, "cmp": cmp_, "sent": sent,
-            "messages": sent["sms"] + sent["email"], "cost": cost,
-            "incremental_revenue": revenue,
+            "messages": sent["sms"] + sent["email"], "cost": cost, "money": money,
+            "margin": margin_revenue / revenue if revenue else None,
+            "incremental_revenue": money.revenue[0] if money.revenue else None,
             "open_windows": (t or {}).get("open_windows", 0) + (c or {}).get("open_windows", 0),
         })
     return out
@@ -277,31 +343,70 @@ def _simulation(conn: psycopg.Connection, first: date, last: date) -> dict[str, 
         "sms_cost": results["sms_cost"], "email_cost": results["email_cost"],
         "names": names, "titles": SIMULATION_TITLES, "policies": pols,
         "assumptions": assumptions(model),
+        "sensitivity": sensitivity_line(pols, model, results["currency"]),
         "chart": charts.simulation(pols, names, {n: SIMULATION_TITLES[n].split(" (")[0]
                                                  for n in names}, results["currency"]),
     }
 
 
 def assumptions(model: dict[str, Any]) -> list[str]:
-    """The simulation's response model as sentences (ResponseModel's fields)."""
+    """The simulation's response model as sentences (ResponseModel's fields), each with the
+    figure it comes from when the model names one (``sources``)."""
+    sources = model.get("sources") or {}
+
+    def cite(key: str, sentence: str) -> str:
+        return f"{sentence} (Source: {sources[key]}.)" if sources.get(key) else sentence
+
     out = []
-    for phase, p in (model.get("respond") or {}).items():
-        out.append(f"A {phase.replace('_', ' ')} message makes {pct(p, 0)} of the customers who "
-                   "would not have converted anyway do so.")
+    from lifecycle.planning.plan import PHASES_IN_ORDER
+
+    rates = model.get("respond") or {}  # stored as JSON: its keys come back in any order
+    for phase in sorted(rates, key=lambda p: (PHASES_IN_ORDER + (p,)).index(p)):
+        name = phase.replace("_", " ")
+        article = "An" if name[0] in "aeiou" else "A"
+        out.append(cite(phase, f"{article} {name} message makes {pct(rates[phase], 0)} of the "
+                        "customers who would not have converted anyway do so."))
     if "blast_respond" in model:
-        out.append(f"A blast SMS makes {pct(model['blast_respond'])} of the members due to renew "
-                   "(membership ending within 45 days) or lapsed buy a membership; it does "
-                   "nothing for the others.")
+        out.append(cite("blast_respond", f"A blast SMS makes {pct(model['blast_respond'])} of "
+                        "the members due to renew (membership ending within 45 days) or lapsed "
+                        "buy a membership; it does nothing for the others."))
     if "opt_out" in model:
         more = (f", {1 + model['annoyance']:g} times as likely for each further message they got "
                 "in the last 30 days" if model.get("annoyance") else "")
-        out.append(f"Each message makes {pct(model['opt_out'])} of its recipients opt out{more}.")
+        out.append(cite("opt_out", f"Each message makes {pct(model['opt_out'])} of its "
+                        f"recipients opt out{more}."))
     if "max_lag_days" in model:
-        out.append(f"A response comes 1 to {model['max_lag_days']} days after the message.")
+        out.append(cite("max_lag_days", "A response comes 1 to "
+                        f"{model['max_lag_days']} days after the message."))
     if model.get("blast_per_month"):
         low, high = model["blast_per_month"]
-        out.append(f"AS IS sends its blast on {low} to {high} days a month to every member.")
+        out.append(cite("blast_per_month", f"AS IS sends its blast on {low} to {high} days a "
+                        "month to every member."))
     return out
+
+
+def sensitivity_line(pols: dict[str, Any], model: dict[str, Any], currency: str) -> str | None:
+    """The lifecycle-vs-blast comparison if lifecycle messages converted at most
+    ``sensitivity_multiple`` times the blast (``responses.sensitivity``), in words."""
+    from lifecycle.insight.responses import sensitivity
+
+    if "lifecycle" not in pols or "blast" not in pols:
+        return None
+    life, blast = pols["lifecycle"], pols["blast"]
+    alt = sensitivity(life["conversions"], life["revenue"], model)
+    if alt is None:
+        return None
+    lower = [p.replace("_", " ") for p, f in alt["factor"].items() if f < 1]
+    return (
+        f"If a lifecycle message converted only {alt['multiple']:g} times as often as a blast "
+        f"SMS (at most {pct(alt['rate'])}; lowered for {', '.join(lower) or 'no phase'}), TO BE "
+        f"would have caused about {alt['conversions']:,.0f} conversions and "
+        f"{alt['revenue']:,.0f} {currency} of revenue, against AS IS's "
+        f"{blast['conversions_total']:,} and {blast['revenue_total']:,.0f} {currency}, for "
+        f"{life['cost']:,.2f} against {blast['cost']:,.2f} {currency} of messages. Computed from "
+        "this run: each phase's caused conversions and revenue times the lower rate over the "
+        "assumed one (what they are expected to be at that rate), not a second run."
+    )
 
 
 def build_report(
@@ -351,7 +456,9 @@ def build_report(
             p,
         ).fetchall()
         outbox = _outbox(conn, first, last)
-        arms = _comparisons(conn, schema, first, last)
+        rules = load_rules(settings.rules_path) if settings.rules_path.exists() else None
+        arms = _comparisons(conn, schema, first, last, margins(rules))
+        everyone = _global_control(conn, schema, first, last)
         funnel = _funnel(conn, schema, first, last)
         retention = (
             _rows(conn, f'select * from "{schema}".metrics_retention_monthly where month <= %s '
@@ -361,14 +468,15 @@ def build_report(
         )
         sim = _simulation(conn, first, last)
     ctx = _context(settings, first, last, customers, daily, skips, per_customer, outbox, arms,
-                   funnel, retention, sim)
+                   funnel, retention, sim, everyone)
     page = _environment().get_template("report.html.j2").render(**ctx)
     return page, ctx["headline"]
 
 
 def _context(settings: Settings, first: date, last: date, customers: int, daily: list,
              skips: list, per_customer: list, outbox: dict, arms: list | None,
-             funnel: list | None, retention: list | None, sim: dict | None) -> dict[str, Any]:
+             funnel: list | None, retention: list | None, sim: dict | None,
+             everyone: uplift.Comparison | None = None) -> dict[str, Any]:
     from markupsafe import Markup
 
     by_phase = outbox["by_phase"]
@@ -380,8 +488,9 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
     cost = sms_cost + email_cost
     phases = _phases(arms, outbox, settings) if arms is not None else []
     tot = uplift.total([r["cmp"] for r in phases])
-    revenue = [r["incremental_revenue"] for r in phases if r["incremental_revenue"] is not None]
-    inc_revenue = sum(revenue) if revenue else None
+    # every message's cost counts against the phases' money, whatever phase it was sent for
+    summed = uplift.money_total([r["money"] for r in phases])
+    money = uplift.Money(cost, summed.revenue, summed.gross)
     status = outbox["status"]
     not_sent = {k: v for k, v in status.items() if k not in ("sent", "expired")}
     if funnel is not None:
@@ -401,9 +510,10 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
         "incremental_conversions_low": round(tot.low, 1) if tot else None,
         "incremental_conversions_high": round(tot.high, 1) if tot else None,
         "incremental_verdict": tot.verdict if tot else None,
-        "incremental_revenue": round(inc_revenue, 2) if inc_revenue is not None else None,
-        "return_on_spend": round(inc_revenue / cost, 2) if inc_revenue is not None and cost
-        else None,
+        **_triple("incremental_revenue", money.revenue),
+        **_triple("incremental_profit", money.profit),
+        **_triple("return_on_spend", money.return_on_spend),
+        "global_control": _global_headline(everyone),
         "simulation": ({n: {k: sim["policies"][n][k] for k in (
             "messages_per_customer_year", "cost", "conversions_total", "revenue_total",
             "opt_outs")} for n in sim["names"]} if sim else {}),
@@ -412,7 +522,8 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
     return {
         "first": first, "last": last, "days": (last - first).days + 1,
         "titles": sections, "settings": settings, "currency": settings.currency,
-        "headline": headline, "total": tot, "phases": phases,
+        "headline": headline, "total": tot, "phases": phases, "money": money,
+        "everyone": everyone,
         "rules": Markup(uplift.RULES_IN_WORDS),
         "verdicts": (uplift.EFFECT, uplift.NO_EFFECT, uplift.TOO_FEW),
         "min_arm": uplift.MIN_ARM, "small_base": SMALL_BASE,
@@ -431,6 +542,25 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
         "sim": sim and {**sim, "chart": Markup(sim["chart"])},
         "generated": datetime.now(UTC),
     }
+
+
+def _triple(name: str, value: uplift.Interval | None) -> dict[str, float | None]:
+    """A figure and its range as three headline keys: name, name_low, name_high."""
+    point, low, high = value if value is not None else (None, None, None)
+    return {name: None if point is None else round(point, 2),
+            f"{name}_low": None if low is None else round(low, 2),
+            f"{name}_high": None if high is None else round(high, 2)}
+
+
+def _global_headline(c: uplift.Comparison | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {"treated": c.treated, "treated_conversions": c.treated_conversions,
+            "control": c.control, "control_conversions": c.control_conversions,
+            "difference": None if c.diff is None else round(c.diff, 4),
+            "difference_low": None if c.low is None else round(c.low, 4),
+            "difference_high": None if c.high is None else round(c.high, 4),
+            "verdict": c.verdict}
 
 
 def write_report(

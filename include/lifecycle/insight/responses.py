@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lifecycle.planning.outbox import customer_zone
 from lifecycle.planning.plan import PHASES_IN_ORDER
@@ -98,46 +98,177 @@ def stable_uniform(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+MODEL_FILE = Path(__file__).with_name("responses.yml")  # the shipped defaults, with sources
+RESPONSE_PHASES = ("activation", "stimulation", "cross_sell", "retention", "return")
+Rate = Annotated[float, Field(ge=0, le=1)]
+
+
 class ResponseModel(BaseModel):
-    """How simulated customers respond (``lifecycle simulate --model FILE``, YAML)."""
+    """How simulated customers respond: ``responses.yml`` shipped beside this module (every
+    default with the figure it comes from), or ``lifecycle simulate --model FILE``."""
 
     model_config = ConfigDict(extra="forbid")
-    respond: dict[str, float] = Field(
-        default_factory=lambda: {
-            "activation": 0.15,
-            "stimulation": 0.08,
-            "cross_sell": 0.05,
-            "retention": 0.10,
-            "return": 0.05,
-        },
+    respond: dict[Literal["activation", "stimulation", "cross_sell", "retention", "return"],
+                  Rate] = Field(
         description="Probability that a phase's message causes its conversion (of those who "
         "would not have converted anyway)",
     )
     blast_respond: float = Field(
-        default=0.01,
         ge=0,
         le=1,
         description="Probability that a blast SMS makes a member due to renew (ending within "
         "45 days) or lapsed buy a membership; others have no use for the offer",
     )
-    opt_out: float = Field(default=0.002, ge=0, le=1, description="Opt-out per message")
+    opt_out: float = Field(ge=0, le=1, description="Opt-out per message")
     annoyance: float = Field(
-        default=0.5,
-        ge=0,
-        description="Each further message in the last 30 days multiplies opt-out by 1 + this",
+        ge=0, description="Each further message in the last 30 days multiplies opt-out by 1 + this"
     )
-    max_lag_days: int = Field(
-        default=7, ge=1, description="A response comes 1..this many days after the message"
-    )
+    max_lag_days: int = Field(ge=1, description="A response comes 1..this many days after")
     blast_per_month: tuple[int, int] = Field(
-        default=(3, 6), description="Blast campaign days per month (low, high), both included"
+        description="Blast campaign days per month (low, high), both included"
     )
+    sensitivity_multiple: float = Field(
+        default=1.5, gt=0,
+        description="The report's sensitivity line caps each lifecycle rate at this multiple "
+        "of blast_respond",
+    )
+    sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where each value comes from (a field, or a phase of respond): shown in "
+        "the report beside the assumption",
+    )
+
+    @field_validator("blast_per_month")
+    @classmethod
+    def _low_high(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= v[0] <= v[1] <= 31:
+            raise ValueError(f"expected [low, high] with 0 <= low <= high <= 31, found {list(v)}")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, v: dict[str, str]) -> dict[str, str]:
+        known = set(RESPONSE_PHASES) | (set(cls.model_fields) - {"respond", "sources"})
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"sources for unknown values: {', '.join(unknown)}; valid: "
+                             f"{', '.join(sorted(known))}")
+        return v
+
+
+class ModelInvalid(ValueError):
+    """A response model file with mistakes, each located (file:line:column) and explained."""
+
+    def __init__(self, errors: list[Any]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def _shipped() -> dict[str, Any]:
+    return yaml.safe_load(MODEL_FILE.read_text(encoding="utf-8"))
+
+
+def default_response_model() -> ResponseModel:
+    """The shipped model (``responses.yml``): every default with its source."""
+    return ResponseModel.model_validate(_shipped())
+
+
+def parse_response_model(text: str, name: str = "<model>") -> ResponseModel:
+    """A model file's text over the shipped defaults: the keys it gives replace them (each
+    phase of ``respond`` on its own), and a value it changes loses the shipped source unless
+    the file gives its own. Every mistake at once, located in the file."""
+    from pydantic import ValidationError
+
+    from lifecycle.rules.errors import ROOT, RuleError, closest, problem_at
+    from lifecycle.rules.yamldoc import compose_with_marks, locate_all, yaml_error
+
+    try:
+        doc = compose_with_marks(text)
+    except yaml.YAMLError as exc:
+        raise ModelInvalid([yaml_error(name, text, exc)]) from None
+    data = doc.data if doc.data is not None else {}
+    if doc.problems:
+        raise ModelInvalid(locate_all(name, doc, doc.problems))
+    fields = list(ResponseModel.model_fields)
+    if not isinstance(data, dict):
+        raise ModelInvalid([RuleError(name, 1, 1, ROOT, "expected a mapping with the keys "
+                                      + ", ".join(fields), found=type(data).__name__)])
+    merged = _shipped()
+    sources = dict(merged.pop("sources", {}))
+    for key, value in data.items():
+        if key == "respond" and isinstance(value, dict):
+            merged["respond"] = {**merged["respond"], **value}
+            for phase in value:
+                sources.pop(phase, None)
+        elif key != "sources":
+            merged[key] = value
+            sources.pop(key, None)
+    given = data.get("sources", {})
+    merged["sources"] = {**sources, **given} if isinstance(given, dict) else given
+    try:
+        return ResponseModel.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+                  "less_than": "<"}
+        for e in exc.errors():
+            parts = tuple(p for p in e["loc"] if p != "[key]")
+            key = parts[-1] if parts else ROOT
+            typ, inp, ctx = e["type"], e.get("input"), e.get("ctx") or {}
+            if typ == "extra_forbidden":
+                problems.append(problem_at(parts, f"unknown field '{key}'", valid=", ".join(fields),
+                                           suggestion=closest(str(key), fields), at_key=True))
+            elif typ == "literal_error":
+                problems.append(problem_at(parts, f"unknown phase '{inp}'",
+                                           valid=", ".join(RESPONSE_PHASES),
+                                           suggestion=closest(inp, RESPONSE_PHASES),
+                                           at_key=True))
+            elif typ in bounds:
+                bound = next(iter(ctx.values()), "?")
+                problems.append(problem_at(parts, f"'{key}' is out of range", found=inp,
+                                           valid=f"{bounds[typ]} {bound}"))
+            elif typ in ("float_type", "float_parsing", "int_type", "int_parsing",
+                         "int_from_float"):
+                whole = typ.startswith("int")
+                problems.append(problem_at(parts, f"wrong type for '{key}'", found=inp,
+                                           valid="a whole number" if whole else "a number"))
+            elif typ in ("dict_type", "tuple_type", "list_type"):
+                shape = "a mapping (key: value lines)" if typ == "dict_type" else "[low, high]"
+                problems.append(problem_at(parts, f"wrong type for '{key}'", found=inp,
+                                           valid=shape))
+            elif typ == "missing":
+                problems.append(problem_at(parts, f"required field '{key}' is missing"))
+            else:
+                problems.append(problem_at(parts, str(ctx.get("error", e["msg"])), found=inp))
+        raise ModelInvalid(locate_all(name, doc, problems)) from None
 
 
 def load_response_model(path: Path | None) -> ResponseModel:
+    """The shipped model, or a model file over it (``parse_response_model``)."""
     if path is None:
-        return ResponseModel()
-    return ResponseModel.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        return default_response_model()
+    return parse_response_model(path.read_text(encoding="utf-8"), str(path))
+
+
+def sensitivity(conversions: dict[str, float], revenue: dict[str, float],
+                model: dict[str, Any]) -> dict[str, Any] | None:
+    """What a lifecycle run's caused conversions and revenue become if every phase's rate were
+    at most ``sensitivity_multiple`` x ``blast_respond``: each phase's figures times the capped
+    rate / the assumed rate. Caused conversions are the rate times the customers who could
+    respond, so this is their expected value at the lower rate, without a second run (which
+    would differ a little: fewer responses change the later days' audiences)."""
+    rates, blast = model.get("respond") or {}, model.get("blast_respond")
+    multiple = model.get("sensitivity_multiple", 1.5)
+    if not rates or blast is None:
+        return None
+    cap = multiple * blast
+    factor = {p: (min(r, cap) / r if r else 1.0) for p, r in rates.items()}
+    return {
+        "multiple": multiple, "rate": cap,
+        "conversions": sum(n * factor.get(p, 1.0) for p, n in conversions.items()),
+        "revenue": sum(v * factor.get(p, 1.0) for p, v in revenue.items()),
+        "factor": factor,
+    }
 
 
 def _latest_memberships(conn: psycopg.Connection, ids: list[str], day: date) -> dict[str, tuple]:

@@ -45,7 +45,14 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from lifecycle.insight.responses import BLAST_PHASE, Policy, PolicyResult, ResponseModel, respond
+from lifecycle.insight.responses import (
+    BLAST_PHASE,
+    Policy,
+    PolicyResult,
+    ResponseModel,
+    default_response_model,
+    respond,
+)
 from lifecycle.planning.outbox import customer_zone, plan_day, send_times
 from lifecycle.rules import sms
 from lifecycle.rules.compiled import Rules
@@ -269,7 +276,7 @@ def simulate_policy(
     if policy not in POLICIES:
         raise ValueError(f"unknown policy '{policy}'; valid: {', '.join(POLICIES)}")
     settings = (settings or get_settings()).model_copy(update={"transport": "sandbox"})
-    model = model or ResponseModel()
+    model = model or default_response_model()
     rules = load_rules(settings.rules_path)
     began = time.monotonic()
     last_day = first_day + timedelta(days=days - 1)
@@ -347,7 +354,7 @@ def simulate(
     ``url``'s ops.simulations (one row per run), which the report reads.
     """
     settings = settings or get_settings()
-    model = model or ResponseModel()
+    model = model or default_response_model()
     first_day = first_day or date(2026, 1, 1)
     results: dict[str, Any] = {}
     for policy in policies:

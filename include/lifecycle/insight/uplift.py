@@ -13,6 +13,14 @@ Newcombe's is from the Wilson ones (MOVER, Zou & Donner 2008): the point is the 
 side's distance from it is the square root of the sum of the phases' squared distances on
 that side, the phases treated as independent samples.
 
+Money (``money``): a phase's incremental revenue is its incremental conversions times the
+average revenue of a conversion in the phase (both groups' conversions pooled), and its range is
+the conversions' range times the same average: the uncertainty is in how many conversions the
+messages added, not in what one is worth. Profit is the same with each conversion's revenue
+times its offer's ``margin`` (rules file, default 1), less the message cost (SMS segments x
+price + emails x price, known exactly). Return on spend is incremental revenue / message cost,
+its range the revenue's range / cost. Summed over phases as incremental conversions are.
+
 The verdict (``verdict``): *too few customers to tell* when either arm has fewer than
 ``MIN_ARM`` customers, or when the smallest difference the comparison would detect 8 times in
 10 (two-sided 5% level) is more than ``MAX_DETECTABLE`` (10 percentage points); otherwise
@@ -72,10 +80,13 @@ def newcombe(x1: int, n1: int, x2: int, n2: int, z: float = Z95) -> tuple[float,
 def detectable(x1: int, n1: int, x2: int, n2: int) -> float:
     """The smallest difference two arms of n1 and n2 would detect 8 times in 10 (5% level).
 
-    At the pooled rate, smoothed by one success and one failure so that arms with no
-    conversions yet do not claim to detect anything.
+    At the control arm's (2) rate, the rate a difference is measured from, smoothed by one
+    success and one failure so that an arm with no conversions yet does not claim to detect
+    anything. (At the pooled rate, a large true effect raised the rate it was judged at, and
+    a control of 50 at 3% beside a messaged 13% was called "too few" every time.)
     """
-    p = (x1 + x2 + 1) / (n1 + n2 + 2)
+    del x1  # the messaged arm's conversions do not change what the sizes can detect
+    p = (x2 + 1) / (n2 + 2)
     return (Z95 + Z80) * math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
 
 
@@ -101,6 +112,14 @@ class Comparison:
     @property
     def control_rate(self) -> float | None:
         return self.control_conversions / self.control if self.control else None
+
+    @property
+    def detectable_words(self) -> str:
+        """The minimum detectable effect for these sizes, in words ('' when not computed)."""
+        if self.detectable is None:
+            return ""
+        return (f"with these group sizes only a difference of {self.detectable * 100:.1f} points "
+                "or more would show (8 times in 10)")
 
     @property
     def incremental(self) -> tuple[float, float, float] | None:
@@ -143,6 +162,18 @@ class Total:
     verdict: str
 
 
+Interval = tuple[float, float, float]  # (point, low, high)
+
+
+def summed(parts: list[Interval]) -> Interval:
+    """Independent estimates added: the point is the sum, each side's distance from it the
+    square root of the summed squared distances on that side (MOVER, module docstring)."""
+    point = sum(p for p, _, _ in parts)
+    low = point - math.sqrt(sum((p - lo) ** 2 for p, lo, _ in parts))
+    high = point + math.sqrt(sum((hi - p) ** 2 for p, _, hi in parts))
+    return point, low, high
+
+
 def total(comparisons: list[Comparison]) -> Total | None:
     """Incremental conversions summed over phases with the MOVER interval (module docstring).
 
@@ -152,11 +183,54 @@ def total(comparisons: list[Comparison]) -> Total | None:
     parts = [c.incremental for c in comparisons if c.incremental is not None]
     if not parts:
         return None
-    point = sum(p for p, _, _ in parts)
-    low = point - math.sqrt(sum((p - lo) ** 2 for p, lo, _ in parts))
-    high = point + math.sqrt(sum((hi - p) ** 2 for p, _, hi in parts))
+    point, low, high = summed(parts)
     if all(c.verdict == TOO_FEW for c in comparisons):
         verdict = TOO_FEW
     else:
         verdict = EFFECT if low > 0 or high < 0 else NO_EFFECT
     return Total(point, low, high, verdict)
+
+
+@dataclass(frozen=True)
+class Money:
+    """A phase's (or the total's) incremental revenue and profit, with ranges (module docstring).
+
+    ``revenue`` and ``gross`` (revenue x margin) are (point, low, high) or None when no
+    conversion was counted in either group; ``cost`` is what the messages cost.
+    """
+
+    cost: float
+    revenue: Interval | None
+    gross: Interval | None
+
+    @property
+    def profit(self) -> Interval | None:
+        if self.gross is None:
+            return None
+        return tuple(v - self.cost for v in self.gross)  # type: ignore[return-value]
+
+    @property
+    def return_on_spend(self) -> Interval | None:
+        if self.revenue is None or not self.cost:
+            return None
+        return tuple(v / self.cost for v in self.revenue)  # type: ignore[return-value]
+
+
+def money(c: Comparison, revenue: float, margin_revenue: float, cost: float) -> Money:
+    """Money of one phase: ``revenue`` and ``margin_revenue`` (each conversion's revenue times
+    its offer's margin) summed over both groups' converted customers; ``cost`` of its messages.
+    """
+    conversions = c.treated_conversions + c.control_conversions
+    inc = c.incremental
+    if inc is None or not conversions:
+        return Money(cost, None, None)
+    per, per_margin = revenue / conversions, margin_revenue / conversions
+    return Money(cost, tuple(v * per for v in inc), tuple(v * per_margin for v in inc))  # type: ignore[arg-type]
+
+
+def money_total(parts: list[Money]) -> Money:
+    """Money summed over phases: ranges as ``summed``; every phase's cost counts."""
+    cost = sum(m.cost for m in parts)
+    rev = [m.revenue for m in parts if m.revenue is not None]
+    gross = [m.gross for m in parts if m.gross is not None]
+    return Money(cost, summed(rev) if rev else None, summed(gross) if gross else None)

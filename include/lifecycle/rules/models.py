@@ -160,6 +160,13 @@ class Offer(BaseModel):
         min_length=1, pattern=r"^[a-z0-9_]+$", description="Short id: lowercase, digits, _"
     )
     title: str = Field(min_length=1, description="Shown to the customer as {{ offer.title }}")
+    margin: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of the offer's revenue the club keeps (0 < margin <= 1; 0.35 = 35%); "
+        "the report's profit is incremental revenue x margin - message cost. Default 1 (100%)",
+    )
 
 
 class Variant(BaseModel):
