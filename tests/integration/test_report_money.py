@@ -44,9 +44,11 @@ from generate_series(date '2025-04-20', date '2025-06-30', interval '1 day') as 
 where abs(hashtext(customer_id || 'control')) % 5 <> 0
     and abs(hashtext(customer_id || d)) % 25 = 0;
 
-insert into ops.skips (plan_date, customer_id, phase, step, reason)
+insert into ops.skips (plan_date, customer_id, phase, step, reason, channel, variant)
 select d, customer_id, {PHASES}[1 + abs(hashtext(customer_id || 'phase')) % 5], 1,
-    'control_group'
+    'control_group',
+    case when abs(hashtext(customer_id || 'ch')) % 3 = 0 then 'email' else 'sms' end,
+    case when abs(hashtext(customer_id || 'v')) % 2 = 0 then 'A' else 'B' end
 from generate_series(date '2025-04-20', date '2025-06-30', interval '1 day') as g (d),
     raw.customers
 where abs(hashtext(customer_id || 'control')) % 5 = 0
