@@ -21,15 +21,26 @@ from lifecycle.rules.conditions import (
     is_int,
 )
 from lifecycle.rules.errors import Problem, problem_at
-from lifecycle.rules.models import CHANNELS, DEFAULT_VARIANT, PHASE_NAMES, Offer, SendWindow
+from lifecycle.rules.models import (
+    CHANNELS,
+    DEFAULT_VARIANT,
+    PHASE_NAMES,
+    DynamicOffer,
+    Offer,
+    SendWindow,
+)
 from lifecycle.rules.templates import check_template
 
 # ---- the semantic walk over the raw document
 
 
-def _valid_offer(raw: Any) -> dict[str, Any] | None:
+def _valid_offer(raw: Any) -> list[dict[str, Any]] | None:
+    """Every offer a template of this step may see: one, or (next_best_offer) each catalog
+    entry and the fallback. None when the offer is not valid (the models report why)."""
     try:
-        return Offer.model_validate(raw).model_dump()
+        if isinstance(raw, dict) and "from" in raw:
+            return DynamicOffer.model_validate(raw).choices()
+        return [Offer.model_validate(raw).model_dump()]
     except ValidationError:
         return None
 
@@ -255,7 +266,7 @@ class Semantics:
         templates: Any,
         tbase: tuple,
         channels: list[str],
-        offer: dict[str, Any] | None,
+        offers: list[dict[str, Any]] | None,
         variant: str,
         sms_limit: int | None,
     ) -> None:
@@ -270,25 +281,31 @@ class Semantics:
                         valid=f"add templates.{ch}, or remove '{ch}' from channels",
                     )
                 )
-        # Every text given is checked, listed channel or not: it may be listed tomorrow.
-        text = templates.get("sms")
-        if isinstance(text, str) and text:
-            check_template(
-                text,
-                tbase + ("sms",),
-                self.problems,
-                offer=offer,
-                variant=variant,
-                sms_limit=sms_limit,
-            )
-        email = templates.get("email")
-        if isinstance(email, dict):
-            for part in ("subject", "body"):
-                if isinstance(email.get(part), str) and email[part]:
-                    check_template(
-                        email[part],
-                        tbase + ("email", part),
-                        self.problems,
-                        offer=offer,
-                        variant=variant,
-                    )
+        # Every text given is checked, listed channel or not: it may be listed tomorrow. With a
+        # next-best offer, against each offer a member may get (one report per problem).
+        found: list[Problem] = []
+        for offer in offers or [None]:
+            text = templates.get("sms")
+            if isinstance(text, str) and text:
+                check_template(
+                    text,
+                    tbase + ("sms",),
+                    found,
+                    offer=offer,
+                    variant=variant,
+                    sms_limit=sms_limit,
+                )
+            email = templates.get("email")
+            if isinstance(email, dict):
+                for part in ("subject", "body"):
+                    if isinstance(email.get(part), str) and email[part]:
+                        check_template(
+                            email[part],
+                            tbase + ("email", part),
+                            found,
+                            offer=offer,
+                            variant=variant,
+                        )
+        for problem in found:
+            if problem not in self.problems:
+                self.add(problem)
