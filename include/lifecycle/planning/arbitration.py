@@ -65,7 +65,7 @@ def _capped(caps, entries, plan_date, pred) -> bool:
 
 
 def offer_for(
-    c: Candidate, variant: CompiledVariant, next_best: dict[str, list[str]] | None
+    c: Candidate, variant: CompiledVariant, next_best: dict[str, list[tuple[str, int]]] | None
 ) -> dict:
     """The offer the candidate's templates see: the variant's, or for ``from:
     next_best_offer`` the best-ranked catalog service the member lacks, else the fallback."""
@@ -98,7 +98,7 @@ def _decide_channel(
     entries: list[tuple[date, str, str]],
     suppressions: dict[tuple, str],
     taken: set[tuple[str, str]],
-    next_best: dict[str, list[str]] | None = None,
+    next_best: dict[str, list[tuple[str, int]]] | None = None,
 ) -> Message | str:
     """The first usable channel in the phase's preference as a Message, else a skip reason.
 
@@ -154,7 +154,7 @@ def arbitrate(
     plan_date: date,
     history: History,
     suppressions: dict[tuple, str] | None = None,
-    next_best: dict[str, list[str]] | None = None,
+    next_best: dict[str, list[tuple[str, int]]] | None = None,
 ) -> tuple[list[Message], list[tuple[Candidate, str]]]:
     """Decide per customer: ([messages to send], [(candidate, skip reason)]).
 

@@ -175,8 +175,8 @@ def _require(conn: psycopg.Connection, settings: Settings, relation: str, why: s
 
 def load_next_best_offers(
     conn: psycopg.Connection, customer_ids: list[str], rules: Rules, settings: Settings
-) -> dict[str, list[str]]:
-    """customer -> the services customer_next_best_offer ranks for them, best first.
+) -> dict[str, list[tuple[str, int]]]:
+    """customer -> the (service, rank) customer_next_best_offer holds for them, best first.
 
     Raises RulesInvalid when an offer's catalog names a service the club does not have (the
     club's services are only known in the warehouse, so ``lifecycle rules validate`` cannot).
@@ -194,16 +194,16 @@ def load_next_best_offers(
     errors = offer_service_problems(rules, services)
     if errors:
         raise RulesInvalid(errors)
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[tuple[str, int]]] = {}
     rows = conn.execute(
         sql.SQL(
-            "select customer_id, service from {} where customer_id = any(%s) "
+            "select customer_id, service, offer_rank from {} where customer_id = any(%s) "
             "order by customer_id, offer_rank"
         ).format(sql.Identifier(settings.dbt_schema, NEXT_BEST_RELATION)),
         (customer_ids,),
     )
-    for customer_id, service in rows:
-        out.setdefault(customer_id, []).append(service)
+    for customer_id, service, rank in rows:
+        out.setdefault(customer_id, []).append((service, rank))
     return out
 
 

@@ -257,13 +257,16 @@ class DynamicOffer(BaseModel):
         out.append({**self.fallback.model_dump(), "source": "fallback"})
         return out
 
-    def choose(self, ranked: list[str] | None) -> dict[str, Any]:
-        """The offer for a member whose ranked next-best services are ``ranked``."""
-        for code in ranked or ():
-            entry = self.catalog.get(code)
-            if entry is not None:
-                return {**entry.model_dump(), "code": code, "source": "next_best"}
-        return {**self.fallback.model_dump(), "source": "fallback"}
+    def choose(self, ranked: list[tuple[str, int]] | None) -> dict[str, Any]:
+        """The offer for a member whose next-best services are ``ranked`` ((service, rank),
+        customer_next_best_offer): the best-ranked one in the catalog, of equal ranks the
+        higher margin, then the code; the fallback when the catalog has none of them."""
+        listed = [(rank, -self.catalog[code].margin, code)
+                  for code, rank in ranked or () if code in self.catalog]
+        if not listed:
+            return {**self.fallback.model_dump(), "source": "fallback"}
+        _, _, code = min(listed)
+        return {**self.catalog[code].model_dump(), "code": code, "source": "next_best"}
 
 
 def _offer_kind(value: Any) -> str:
