@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from lifecycle.insight.report import build_report
+from lifecycle.pipeline import send_due
 from lifecycle.planning.outbox import plan_day
 from lifecycle.planning.preview import preview
 from lifecycle.rules.errors import RulesInvalid
@@ -185,11 +187,21 @@ def test_offers_and_send_times_from_the_warehouse(built: tuple[str, Settings]) -
     owl = out["owl"]  # 23:01 - 90 minutes is after the window: 30 minutes before it closes
     assert owl["send_at"] == _local(D, 19, 30)
 
+    # sent (sandbox), the report shows the offers by why and the messages by local hour
+    send_due(url, D, clock="logical", settings=settings)
+    page, _ = build_report(url, D, D, settings)
+    section = page[page.index('<section id="offers">'):]
+    section = section[:section.index("</section>")]
+    assert "<td>personal_training</td><td>next_best</td>" in section
+    assert "<td>club_pass</td><td>fallback</td><td>2</td>" in section
+    assert "by local hour of send_at" in section
+
 
 
 def test_window_start_mode_keeps_todays_behaviour(built: tuple[str, Settings]) -> None:
     url, settings = built
     with psycopg.connect(url) as conn:  # another test may have planned D
+        conn.execute("delete from ops.sandbox_messages")
         conn.execute("delete from ops.outbox where plan_date = %s", (D,))
     rules = parse_rules(RULES.replace("mode: habit", "mode: window_start"), "nbo.yml")
     result = preview(url, rules, D, settings=settings, samples=20)
@@ -208,3 +220,43 @@ def test_a_catalog_service_the_club_does_not_have_is_located(
     message = str(err.value)
     assert "nbo.yml:" in message and "catalog.sauna" in message
     assert "not in the club's services" in message and "spa" in message
+
+
+def test_a_popular_hour_does_not_burst_the_provider_rate(fresh_db: str) -> None:
+    """Everyone training at 19:00 is due at 17:30: the same send_at. The shared throttle still
+    spreads them at the provider's rate: the stand-in, which refuses (429) anything faster
+    than its limit, accepts them all without one refusal."""
+    from lifecycle.delivery.dispatch import dispatch, throttles_for
+    from lifecycle.delivery.standin import StandinServer
+    from lifecycle.delivery.transports import get_transport
+    from lifecycle.planning.outbox import send_times
+
+    rules = parse_rules(RULES, "nbo.yml")
+    rate, n = 40.0, 120
+    times = {send_times(D, KYIV, rules, 24, 19 * 60 + k % 3) for k in range(n)}
+    send_at, window_end, deadline = sorted(times)[0]
+    assert len({t[0] for t in times}) == 3  # 17:30, 17:31, 17:32: a burst of due messages
+    with psycopg.connect(fresh_db) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "insert into ops.outbox (message_key, plan_date, customer_id, phase, step, cycle_key,"
+            " channel, to_address, body, send_at, window_end_at, deadline_at, offer_code,"
+            " offer_source) values (%s, %s, %s, 'cross_sell', 1, 'M', 'sms', %s, 'Hi', %s, %s,"
+            " %s, 'personal_training', 'next_best')",
+            [(f"k{i}", D, f"C{i}", f"+38067{i:07d}", send_at, window_end, deadline)
+             for i in range(n)],
+        )
+    with StandinServer() as server:
+        server.provider.configure(max_rps=rate * 1.15, max_burst_s=0.5)
+        settings = Settings(transport="standin", standin_url=server.url,
+                            twilio_segments_per_s=rate, dispatch_batch_size=20)
+        transport = get_transport("standin", fresh_db, settings)
+        try:
+            dispatch(fresh_db, transport, now=send_at + timedelta(minutes=5), settings=settings,
+                     throttles=throttles_for(fresh_db, settings))
+        finally:
+            transport.close()
+        assert len(server.provider.accepted) == n
+        assert server.provider.rate_limited == 0
+    with psycopg.connect(fresh_db) as conn:
+        statuses = conn.execute("select status, count(*) from ops.outbox group by 1").fetchall()
+    assert statuses == [("sent", n)]
