@@ -284,7 +284,10 @@ class Semantics:
         # Every text given is checked, listed channel or not: it may be listed tomorrow. With a
         # next-best offer, against each offer a member may get (one report per problem).
         found: list[Problem] = []
-        for offer in offers or [None]:
+        for k, offer in enumerate(offers or [None]):
+            if k:  # a later offer adds problems only where the earlier ones found none
+                seen = {p.parts for p in found}
+                found_before, found = found, []
             text = templates.get("sms")
             if isinstance(text, str) and text:
                 check_template(
@@ -306,6 +309,8 @@ class Semantics:
                             offer=offer,
                             variant=variant,
                         )
+            if k:
+                found = found_before + [p for p in found if p.parts not in seen]
         for problem in found:
             if problem not in self.problems:
                 self.add(problem)
