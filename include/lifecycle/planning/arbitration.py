@@ -278,9 +278,12 @@ def compute_plan(
     history = load_history(conn, ids, plan_date, lookback_days(rules))
     phones = {c.customer_id: c.facts.get("phone") for c in candidates}
     suppressions = load_suppressions(conn, ids, phones)
-    next_best = (
-        load_next_best_offers(conn, ids, rules, settings) if rules.uses_next_best_offer() else None
-    )
+    # customers of steps with an offer chosen per member (any variant): read their rankings
+    dynamic = sorted({
+        c.customer_id for c in candidates
+        if any(isinstance(v.offer, DynamicOffer) for v in c.step.variants)
+    })
+    next_best = load_next_best_offers(conn, dynamic, rules, settings) if dynamic else None
     messages, skips = arbitrate(
         candidates, rules, plan_date, history, suppressions, next_best=next_best
     )

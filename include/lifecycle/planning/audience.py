@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from lifecycle.logs import get_logger
 from lifecycle.planning.plan import (
     Candidate,
     History,
@@ -22,6 +23,8 @@ from lifecycle.rules.errors import RulesInvalid
 from lifecycle.rules.loading import offer_service_problems
 from lifecycle.settings import Settings
 from lifecycle.warehouse.facts import FACTS_RELATION
+
+log = get_logger(__name__)
 
 # --------------------------------------------------------------------------- reading
 
@@ -162,11 +165,14 @@ SEND_HOUR_RELATION = "customer_send_hour"
 SERVICES_RELATION = "int_services_catalog"
 
 
-def _require(conn: psycopg.Connection, settings: Settings, relation: str, why: str) -> None:
-    exists = conn.execute(
+def _exists(conn: psycopg.Connection, settings: Settings, relation: str) -> bool:
+    return conn.execute(
         "select to_regclass(%s)", (f'"{settings.dbt_schema}"."{relation}"',)
-    ).fetchone()[0]
-    if exists is None:
+    ).fetchone()[0] is not None
+
+
+def _require(conn: psycopg.Connection, settings: Settings, relation: str, why: str) -> None:
+    if not _exists(conn, settings, relation):
         raise PlanningError(
             f"{settings.dbt_schema}.{relation} does not exist and {why}: build dbt first "
             "(`lifecycle build --date D`)"
@@ -181,7 +187,14 @@ def load_next_best_offers(
     Raises RulesInvalid when an offer's catalog names a service the club does not have (the
     club's services are only known in the warehouse, so ``lifecycle rules validate`` cannot).
     """
-    _require(conn, settings, NEXT_BEST_RELATION, "a step's offer is from: next_best_offer")
+    if not _exists(conn, settings, NEXT_BEST_RELATION):
+        # customer_facts alone was built (by hand, or a build selecting it): nobody has a
+        # ranking, so everyone gets the fallback, and the log says why
+        log.warning(
+            "%s.%s is not built: every offer from next_best_offer is its fallback "
+            "(`lifecycle build --date D` builds it)", settings.dbt_schema, NEXT_BEST_RELATION
+        )
+        return {}
     _require(conn, settings, SERVICES_RELATION, "a step's offer is from: next_best_offer")
     services = {
         r[0]
