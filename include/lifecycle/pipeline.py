@@ -240,7 +240,7 @@ def outbox_rows(url: str, plan_date: date) -> list[dict[str, Any]]:
         messages = conn.execute(
             """
             select outbox_id, customer_id, phase, step, channel, variant, status, send_at,
-                   provider_id, sent_at, last_error
+                   provider_id, sent_at, last_error, offer_code, offer_source
             from ops.outbox where plan_date = %s order by customer_id
             """,
             (plan_date,),
@@ -251,7 +251,8 @@ def outbox_rows(url: str, plan_date: date) -> list[dict[str, Any]]:
             (plan_date,),
         ).fetchall()
     out: list[dict[str, Any]] = []
-    for oid, cid, phase, step, ch, variant, status, send_at, pid, sent_at, err in messages:
+    for (oid, cid, phase, step, ch, variant, status, send_at, pid, sent_at, err, offer_code,
+         offer_source) in messages:
         out.append(
             {
                 "outbox_id": oid,
@@ -265,6 +266,8 @@ def outbox_rows(url: str, plan_date: date) -> list[dict[str, Any]]:
                 "provider_id": pid,
                 "sent_at": sent_at.isoformat() if sent_at else None,
                 "error": err,
+                "offer_code": offer_code,
+                "offer_source": offer_source,
             }
         )
     for cid, phase, step, reason, channel, variant in skips:

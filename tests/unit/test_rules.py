@@ -179,7 +179,7 @@ def test_channel_without_template_is_an_error():
     sms_line = "take the next step: {{ offer.title }} this month."
     line = next(x for x in TEXT.splitlines(keepends=True) if sms_line in x)
     (err,) = _errors(TEXT.replace(line, "", 1))
-    assert err.path == "phases[2].steps[0].templates"
+    assert err.path == "phases[2].steps[0].variants[1].templates"  # cross_sell variant B
     assert "channel 'sms'" in err.message
 
 
@@ -269,15 +269,16 @@ def test_contradicting_conditions_are_an_impossible_window():
 
 
 def test_variants_are_checked():
-    block = TEXT[TEXT.index("        variants:") : TEXT.index("  - name: return")]
+    retention = TEXT.index("  - name: retention")  # cross_sell has variants too
+    block = TEXT[TEXT.index("        variants:", retention) : TEXT.index("  - name: return")]
     text = _replace(
         TEXT, block, block.replace("name: B", "name: A").replace("weight: 50", "weight: 0")
     )
     errors = {e.path: e for e in _errors(text)}
     assert "variant 'A' is defined twice" in errors["phases[3].steps[0].variants[1].name"].message
     assert "weights add up to 0" in errors["phases[3].steps[0].variants"].message
-    both = _replace(
-        TEXT,
+    both = TEXT[:retention] + _replace(
+        TEXT[retention:],
         "        variants:\n",
         "        templates: {sms: hi, email: {subject: s, body: b}}\n        variants:\n",
     )

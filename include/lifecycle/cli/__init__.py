@@ -323,6 +323,8 @@ def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> 
                 f"{p.repetitions.get(n, f'step {n}')} {count}"
                 for n, count in p.eligible_by_step.items()
             ))
+        if p.by_offer:
+            click.echo("      offers: " + ", ".join(f"{o} {n}" for o, n in p.by_offer.items()))
         if p.already_planned:
             click.echo(f"      in the outbox already: {p.already_planned}")
         if p.control:
@@ -352,7 +354,11 @@ def preview(day: date, rules_file: Path | None, as_json: bool, samples: int) -> 
                 if s.sms
                 else ""
             )
-            click.echo(f"\n--- {s.phase}:{s.step} {s.channel} variant {s.variant} to {s.to}{extra}")
+            offer = f", offer {s.offer_code}" + (f" ({s.offer_source})" if s.offer_source else "")
+            click.echo(
+                f"\n--- {s.phase}:{s.step} {s.channel} variant {s.variant}{offer} to {s.to}"
+                f"{extra}, due {s.send_at_local} local"
+            )
             if s.subject:
                 click.echo(f"Subject: {s.subject}")
             click.echo(s.body)

@@ -194,4 +194,8 @@ def outbox(day: date, as_json: bool) -> None:
         extra = r.get("reason") or r.get("channel")
         if r.get("reason") and r.get("channel"):  # control: the channel it would have gone on
             extra = f"{r['reason']} (would have gone: {r['channel']})"
+        if r.get("offer_code"):
+            extra += f"\t{r['offer_code']}" + (
+                f" ({r['offer_source']})" if r.get("offer_source") else ""
+            )
         click.echo(f"{r['customer_id']}\t{r['phase']}:{r['step']}\t{r['status']}\t{extra}")

@@ -41,6 +41,17 @@ SERVICES = (
 )
 ADDON_P = (0.5, 0.5, 0, 0, 0)
 CROSS_P = (0, 0, 0.5, 0.3, 0.2)
+# Which cross-sell service a member buys depends on their product (PRODUCTS' order), so members
+# alike buy alike: what customer_next_best_offer's look-alikes find.
+CROSS_BY_PRODUCT = (
+    (0, 0, 0.6, 0.25, 0.15),
+    (0, 0, 0.3, 0.5, 0.2),
+    (0, 0, 0.2, 0.3, 0.5),
+    (0, 0, 0.5, 0.3, 0.2),
+)
+# Share of a member's visits at their own habit hour (the rest at any opening hour): what
+# customer_send_hour reads back.
+HABIT_SHARE = 0.7
 
 REGULAR, CASUAL, NEVER, DROPOFF = range(4)
 ARCHETYPE_P = (0.38, 0.27, 0.10, 0.25)
@@ -381,6 +392,13 @@ class ClubModel:
         day = lo[which] + (rng.random(len(which)) * length[which]).astype(np.int64)
         sec = self._seconds(rng, len(which))
         cust = m["cust"][which]
+        # Habits from a child generator: the other draws stay what they were for a seed.
+        habits = rng.spawn(1)[0]
+        habit_hour = HOURS[habits.choice(len(HOURS), len(arch), p=HOUR_P)]
+        at_habit = habits.random(len(which)) < HABIT_SHARE
+        sec = np.where(
+            at_habit, habit_hour[cust] * 3600 + habits.integers(0, 1800, len(which)), sec
+        )
         order = np.lexsort((sec, day, cust))
         return cust[order], day[order], sec[order]
 
@@ -405,6 +423,11 @@ class ClubModel:
             rng.choice(len(SERVICES), len(w_add), p=ADDON_P),
             rng.choice(len(SERVICES), len(w_cross), p=CROSS_P),
         ])
+        # the cross-sell service by the membership's product (a child generator, see _visits)
+        pick = rng.spawn(1)[0]
+        cdf = np.cumsum(np.array(CROSS_BY_PRODUCT)[m["product"][w_cross]], axis=1)
+        cross_service = (pick.random(len(w_cross))[:, None] >= cdf[:, :-1]).sum(axis=1)
+        service[len(w_add):] = cross_service
         package = (rng.random(len(service)) < 0.2).astype(np.int64)
         amount = self.service_amounts[service, package]
         cust = m["cust"][np.concatenate([w_add, w_cross])]

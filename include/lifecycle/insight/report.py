@@ -80,6 +80,7 @@ SECTIONS = (
     ("funnel", "Delivery: sent, delivered, opened, clicked"),
     ("audience", "Daily audience and sends"),
     ("skips", "Who was not messaged, and why"),
+    ("offers", "Which offer, and when"),
     ("per-customer", "Messages per customer"),
     ("cost", "Cost"),
     ("retention", "Retention metrics"),
@@ -349,6 +350,47 @@ def _simulation(conn: psycopg.Connection, first: date, last: date) -> dict[str, 
     }
 
 
+def _offers(conn: psycopg.Connection, schema: str, first: date, last: date,
+            club_timezone: str) -> dict[str, Any]:
+    """Messages sent by offer and why (next_best, fallback; fixed when the offer is the step's
+    own), and by local hour of send_at in the customer's zone."""
+    p = {"f": first, "l": last, "tz": club_timezone}
+    offers = _rows(
+        conn,
+        "select phase, variant, coalesce(offer_code, '-') as offer_code, "
+        "coalesce(offer_source, 'fixed') as source, count(*) as messages, "
+        "count(distinct customer_id) as customers from ops.outbox "
+        "where plan_date between %(f)s and %(l)s and status = 'sent' "
+        "group by 1, 2, 3, 4 order by 1, 2, 4, 5 desc",
+        p,
+    )
+    zone = "%(tz)s"
+    join = ""
+    if _exists(conn, f'"{schema}".stg_club__customers'):
+        zone = "coalesce(c.timezone, %(tz)s)"
+        join = f'left join "{schema}".stg_club__customers c on c.customer_id = o.customer_id'
+    hours = conn.execute(
+        f"select extract(hour from o.send_at at time zone {zone})::int, count(*) "
+        f"from ops.outbox o {join} where o.plan_date between %(f)s and %(l)s "
+        "and o.status = 'sent' group by 1 order by 1",
+        p,
+    ).fetchall()
+    # the A/B test of the idea: each variant of a step whose messages carried a look-alike
+    # offer, against the step's control group (phase_uplift: all exposures, not the period's)
+    variants = []
+    steps = sorted({(r["phase"]) for r in offers if r["source"] in ("next_best", "fallback")})
+    if steps and _exists(conn, f'"{schema}".phase_uplift'):
+        variants = _rows(
+            conn,
+            f'select phase, step, variant, treated_customers, treated_rate, control_rate, '
+            f'uplift, uplift_ci_low, uplift_ci_high from "{schema}".phase_uplift '
+            "where phase = any(%s) and step > 0 and variant <> '*' order by 1, 2, 3",
+            (steps,),
+        )
+    return {"offers": offers, "hours": [(f"{h:02d}:00", n) for h, n in hours],
+            "variants": variants}
+
+
 def assumptions(model: dict[str, Any]) -> list[str]:
     """The simulation's response model as sentences (ResponseModel's fields), each with the
     figure it comes from when the model names one (``sources``)."""
@@ -382,6 +424,11 @@ def assumptions(model: dict[str, Any]) -> list[str]:
         low, high = model["blast_per_month"]
         out.append(cite("blast_per_month", f"AS IS sends its blast on {low} to {high} days a "
                         "month to every member."))
+    for key, what in (("habit_timed_factor", "sent at the member's habit time"),
+                      ("next_best_factor", "offering what look-alike regulars buy")):
+        if key in model:
+            out.append(cite(key, f"A message {what} is {model[key]:g} times as likely "
+                            "to be answered."))
     return out
 
 
@@ -467,8 +514,15 @@ def build_report(
             if _exists(conn, f'"{schema}".metrics_retention_monthly') else None
         )
         sim = _simulation(conn, first, last)
+        offers = _offers(conn, schema, first, last, settings.club_timezone)
     ctx = _context(settings, first, last, customers, daily, skips, per_customer, outbox, arms,
                    funnel, retention, sim, everyone)
+    from markupsafe import Markup
+
+    ctx["offers"] = offers
+    ctx["hours_chart"] = Markup(charts.bars(
+        [h for h, _ in offers["hours"]], [n for _, n in offers["hours"]],
+        "messages sent, by local hour of send_at") if offers["hours"] else "")
     page = _environment().get_template("report.html.j2").render(**ctx)
     return page, ctx["headline"]
 

@@ -138,6 +138,21 @@ class ResponseModel(BaseModel):
         "the report beside the assumption",
     )
 
+    # Assumptions, stated: by default neither idea gets an effect of its own (1.0), so a
+    # simulation shows what the rules do, not what we hoped; set them to try a hypothesis.
+    habit_timed_factor: float = Field(
+        default=1.0,
+        ge=0,
+        description="Multiplies the response probability of a message due at the member's "
+        "habit time (policy.send_time habit: send_at not at the window's start)",
+    )
+    next_best_factor: float = Field(
+        default=1.0,
+        ge=0,
+        description="Multiplies the response probability of a look-alike offer "
+        "(offer_source next_best); the purchase is then the offered service",
+    )
+
     @field_validator("blast_per_month")
     @classmethod
     def _low_high(cls, v: tuple[int, int]) -> tuple[int, int]:
@@ -331,13 +346,14 @@ def respond(
     settings: Settings,
 ) -> None:
     """Draw the responses and opt-outs to the day's sent messages and write them into raw/ops."""
-    sent = conn.execute(
-        "select customer_id, phase, channel from ops.outbox where plan_date = %s "
-        "and status = 'sent' order by customer_id",
+    rows = conn.execute(
+        "select customer_id, phase, channel, send_at, offer_code, offer_source from ops.outbox "
+        "where plan_date = %s and status = 'sent' order by customer_id",
         (day,),
     ).fetchall()
-    if not sent:
+    if not rows:
         return
+    sent = [(c, phase, channel) for c, phase, channel, _, _, _ in rows]
     ids = [c for c, _, _ in sent]
     zones = dict(
         conn.execute(
@@ -347,6 +363,17 @@ def respond(
         ).fetchall()
     )
     latest = _latest_memberships(conn, ids, day)
+    # customer -> (probability factor, the offered service when it is a look-alike offer)
+    window_start = rules.policy.send_window.start
+    boost: dict[str, tuple[float, str | None]] = {}
+    for c, _, _, send_at, offer_code, offer_source in rows:
+        factor = 1.0
+        local = send_at.astimezone(customer_zone(zones.get(c), settings.club_timezone))
+        if local.time() != window_start:
+            factor *= model.habit_timed_factor
+        if offer_source == "next_best":
+            factor *= model.next_best_factor
+        boost[c] = (factor, offer_code if offer_source == "next_best" else None)
     recent = Counter(
         dict(
             conn.execute(
@@ -392,7 +419,10 @@ def respond(
         customers = [c for c in customers if c in until and until[c] > day]
         anyway = _converts_anyway(conn, phase, customers, day, until)
         for c in customers:
-            if c in anyway or stable_uniform(seed, day, c, phase, "respond") >= probability:
+            factor, offered = boost.get(c, (1.0, None))
+            if c in anyway or stable_uniform(seed, day, c, phase, "respond") >= min(
+                1.0, probability * factor
+            ):
                 continue
             span = (until[c] - day).days
             if phase == "retention":
@@ -409,6 +439,9 @@ def respond(
             elif phase in ("stimulation", "cross_sell"):
                 options = ADDONS if phase == "stimulation" else CROSS_SELLS
                 service, amount = options[int(stable_uniform(seed, c, day, "svc") * len(options))]
+                prices = dict(options)
+                if offered in prices:  # a look-alike offer is bought as offered
+                    service, amount = offered, prices[offered]
                 out.purchases.append((rid, c, service, at, amount))
             else:
                 product = latest[c][0] if c in latest else "gym_1m"

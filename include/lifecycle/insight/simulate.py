@@ -73,8 +73,24 @@ DAILY_MODELS = (
     "customer_service_purchases",
     "customer_facts",
 )
+# ...and those planning reads when the rules ask for them (offers from: next_best_offer,
+# policy.send_time habit)
+NEXT_BEST_MODELS = ("customer_next_best_offer",)
+SEND_HOUR_MODELS = ("customer_send_hour",)
 FINAL_MODELS = ("+phase_uplift",)
 BLAST_MODELS = ("+stg_club__customers", "+stg_club__consents")
+
+
+
+def daily_models(rules: Rules) -> tuple[str, ...]:
+    """The models a simulated day builds for these rules, in build order."""
+    models = DAILY_MODELS
+    if rules.uses_next_best_offer():
+        models += NEXT_BEST_MODELS
+    if rules.policy.send_time.mode == "habit":
+        models += SEND_HOUR_MODELS
+    return models
+
 
 BLAST_TEXT = "Абонемент зі знижкою 10% лише цього тижня! Деталі на ресепшн."
 # generator: product -> months, price; services by category with single-visit prices
@@ -313,7 +329,7 @@ def simulate_policy(
                     if policy == "lifecycle":
                         if i > 0:
                             t = time.monotonic()
-                            runner.run(day, DAILY_MODELS)
+                            runner.run(day, daily_models(rules))
                             result.seconds_dbt += time.monotonic() - t
                         # a simulated backlog day is intended volume, never a bad load
                         plan_day(url, rules, day, settings, allow_volume=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import replace
 from datetime import date, timedelta
 
 import psycopg
@@ -19,6 +20,8 @@ import psycopg
 from lifecycle.planning.audience import (
     check_facts_date,
     load_history,
+    load_next_best_offers,
+    load_send_minutes,
     load_suppressions,
     lookback_days,
     select_candidates,
@@ -46,7 +49,7 @@ from lifecycle.planning.plan import (
 from lifecycle.rules import sms
 from lifecycle.rules.assignment import assign_variant, in_control_group
 from lifecycle.rules.compiled import CompiledVariant, Rules
-from lifecycle.rules.models import VolumeGuard
+from lifecycle.rules.models import DynamicOffer, VolumeGuard
 from lifecycle.rules.templates import RENDER_ERRORS, render, template_context
 from lifecycle.settings import Settings
 
@@ -64,11 +67,23 @@ def _capped(caps, entries, plan_date, pred) -> bool:
     return any(_count_within(entries, plan_date, cap.days, pred) >= cap.max for cap in caps)
 
 
+def offer_for(
+    c: Candidate, variant: CompiledVariant, next_best: dict[str, list[tuple[str, int]]] | None
+) -> dict:
+    """The offer the candidate's templates see: the variant's, or for ``from:
+    next_best_offer`` the best-ranked catalog service the member lacks, else the fallback."""
+    if isinstance(variant.offer, DynamicOffer):
+        return variant.offer.choose((next_best or {}).get(c.customer_id))
+    return variant.offer.model_dump()
+
+
 def _render_for(
-    c: Candidate, variant: CompiledVariant, channel: str
+    c: Candidate, variant: CompiledVariant, channel: str, offer: dict | None = None
 ) -> tuple[str | None, str, int | None]:
     """(subject, body, sms segments) of the candidate's message on a channel (may raise)."""
-    ctx = template_context(c.facts, variant.offer.model_dump(), variant.name)
+    if offer is None:
+        offer = offer_for(c, variant, None)
+    ctx = template_context(c.facts, offer, variant.name)
     if channel == "sms":
         assert variant.templates.sms is not None  # rules validation requires it
         body = render(variant.templates.sms, ctx)
@@ -86,6 +101,7 @@ def _decide_channel(
     entries: list[tuple[date, str, str]],
     suppressions: dict[tuple, str],
     taken: set[tuple[str, str]],
+    next_best: dict[str, list[tuple[str, int]]] | None = None,
 ) -> Message | str:
     """The first usable channel in the phase's preference as a Message, else a skip reason.
 
@@ -95,6 +111,7 @@ def _decide_channel(
     facts = c.facts
     first_reason: str | None = None
     channel_caps = rules.policy.channel_caps
+    offer = offer_for(c, variant, next_best)
     for ch in c.phase.phase.channels:
         valid = bool(facts.get("phone_valid" if ch == "sms" else "email_valid"))
         reason: str
@@ -110,7 +127,7 @@ def _decide_channel(
             reason = SHARED_CONTACT  # another customer record has this address's message today
         else:
             try:
-                subject, body, segments = _render_for(c, variant, ch)
+                subject, body, segments = _render_for(c, variant, ch, offer)
             except RENDER_ERRORS:
                 reason = RENDER_FAILED
             else:
@@ -118,7 +135,17 @@ def _decide_channel(
                     reason = TOO_LONG
                 else:
                     to = facts["phone"] if ch == "sms" else facts["email"]
-                    return Message(c, ch, variant.name, to, subject, body, segments)
+                    return Message(
+                        c,
+                        ch,
+                        variant.name,
+                        to,
+                        subject,
+                        body,
+                        segments,
+                        offer_code=offer.get("code"),
+                        offer_source=offer.get("source"),
+                    )
         if valid and first_reason is None:
             first_reason = reason
     return first_reason or NO_CONTACT
@@ -130,6 +157,7 @@ def arbitrate(
     plan_date: date,
     history: History,
     suppressions: dict[tuple, str] | None = None,
+    next_best: dict[str, list[tuple[str, int]]] | None = None,
 ) -> tuple[list[Message], list[tuple[Candidate, str]], list[Message]]:
     """Decide per customer: ([messages to send], [(candidate, skip reason)], [held back]).
 
@@ -193,7 +221,9 @@ def arbitrate(
             variant = assign_variant(
                 customer_id, c.phase.name, c.step.number, c.step.variants, policy.variant_salt
             )
-            outcome = _decide_channel(c, variant, rules, plan_date, entries, suppressions, taken)
+            outcome = _decide_channel(
+                c, variant, rules, plan_date, entries, suppressions, taken, next_best
+            )
             if isinstance(outcome, Message):
                 chosen[customer_id] = outcome
                 taken.add(contact_key(outcome.channel, outcome.to_address))
@@ -266,7 +296,20 @@ def compute_plan(
     history = load_history(conn, ids, plan_date, lookback_days(rules))
     phones = {c.customer_id: c.facts.get("phone") for c in candidates}
     suppressions = load_suppressions(conn, ids, phones)
-    messages, skips, held = arbitrate(candidates, rules, plan_date, history, suppressions)
+    # customers of steps with an offer chosen per member (any variant): read their rankings
+    dynamic = sorted({
+        c.customer_id for c in candidates
+        if any(isinstance(v.offer, DynamicOffer) for v in c.step.variants)
+    })
+    next_best = load_next_best_offers(conn, dynamic, rules, settings) if dynamic else None
+    messages, skips, held = arbitrate(
+        candidates, rules, plan_date, history, suppressions, next_best=next_best
+    )
+    if rules.policy.send_time.mode == "habit":
+        usual = load_send_minutes(
+            conn, [m.customer_id for m in messages], rules.policy.send_time.min_visits, settings
+        )
+        messages = [replace(m, usual_minute=usual.get(m.customer_id)) for m in messages]
     volume = check_volume(conn, rules.policy.volume_guard, plan_date, len(messages))
     already = [c for c in candidates if history.today.get(c.customer_id) == c.message_key]
     return Plan(plan_date, as_of, candidates, messages, skips, volume, already, held)

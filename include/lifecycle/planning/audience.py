@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from lifecycle.logs import get_logger
 from lifecycle.planning.plan import (
     CONTROL_GROUP,
     Candidate,
@@ -19,8 +20,12 @@ from lifecycle.planning.plan import (
     holds_key,
 )
 from lifecycle.rules.compiled import Rules
+from lifecycle.rules.errors import RulesInvalid
+from lifecycle.rules.loading import offer_service_problems
 from lifecycle.settings import Settings
 from lifecycle.warehouse.facts import FACTS_RELATION
+
+log = get_logger(__name__)
 
 # --------------------------------------------------------------------------- reading
 
@@ -175,3 +180,79 @@ def load_suppressions(
             for customer_id in by_phone[phone]:
                 out.setdefault((customer_id, "sms"), reason)
     return out
+
+
+NEXT_BEST_RELATION = "customer_next_best_offer"
+SEND_HOUR_RELATION = "customer_send_hour"
+SERVICES_RELATION = "int_services_catalog"
+
+
+def _exists(conn: psycopg.Connection, settings: Settings, relation: str) -> bool:
+    return conn.execute(
+        "select to_regclass(%s)", (f'"{settings.dbt_schema}"."{relation}"',)
+    ).fetchone()[0] is not None
+
+
+def _require(conn: psycopg.Connection, settings: Settings, relation: str, why: str) -> None:
+    if not _exists(conn, settings, relation):
+        raise PlanningError(
+            f"{settings.dbt_schema}.{relation} does not exist and {why}: build dbt first "
+            "(`lifecycle build --date D`)"
+        )
+
+
+def load_next_best_offers(
+    conn: psycopg.Connection, customer_ids: list[str], rules: Rules, settings: Settings
+) -> dict[str, list[tuple[str, int]]]:
+    """customer -> the (service, rank) customer_next_best_offer holds for them, best first.
+
+    Raises RulesInvalid when an offer's catalog names a service the club does not have (the
+    club's services are only known in the warehouse, so ``lifecycle rules validate`` cannot).
+    """
+    if not _exists(conn, settings, NEXT_BEST_RELATION):
+        # customer_facts alone was built (by hand, or a build selecting it): nobody has a
+        # ranking, so everyone gets the fallback, and the log says why
+        log.warning(
+            "%s.%s is not built: every offer from next_best_offer is its fallback "
+            "(`lifecycle build --date D` builds it)", settings.dbt_schema, NEXT_BEST_RELATION
+        )
+        return {}
+    _require(conn, settings, SERVICES_RELATION, "a step's offer is from: next_best_offer")
+    services = {
+        r[0]
+        for r in conn.execute(
+            sql.SQL("select service from {}").format(
+                sql.Identifier(settings.dbt_schema, SERVICES_RELATION)
+            )
+        )
+    }
+    errors = offer_service_problems(rules, services)
+    if errors:
+        raise RulesInvalid(errors)
+    out: dict[str, list[tuple[str, int]]] = {}
+    rows = conn.execute(
+        sql.SQL(
+            "select customer_id, service, offer_rank from {} where customer_id = any(%s) "
+            "order by customer_id, offer_rank"
+        ).format(sql.Identifier(settings.dbt_schema, NEXT_BEST_RELATION)),
+        (customer_ids,),
+    )
+    for customer_id, service, rank in rows:
+        out.setdefault(customer_id, []).append((service, rank))
+    return out
+
+
+def load_send_minutes(
+    conn: psycopg.Connection, customer_ids: list[str], min_visits: int, settings: Settings
+) -> dict[str, int]:
+    """customer -> usual local visit minute of the day (customer_send_hour), for those with at
+    least ``min_visits`` visits behind it; the others are sent at the window's start."""
+    _require(conn, settings, SEND_HOUR_RELATION, "policy.send_time.mode is habit")
+    rows = conn.execute(
+        sql.SQL(
+            "select customer_id, usual_visit_minute from {} "
+            "where customer_id = any(%s) and visits_counted >= %s"
+        ).format(sql.Identifier(settings.dbt_schema, SEND_HOUR_RELATION)),
+        (customer_ids, min_visits),
+    )
+    return {customer_id: minute for customer_id, minute in rows}

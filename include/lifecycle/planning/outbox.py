@@ -34,20 +34,44 @@ def customer_zone(name: str | None, default: str) -> ZoneInfo:
         return ZoneInfo(default)
 
 
+# A habit-timed message is due at the latest this long before the window closes, so the
+# throttle has time to send a busy hour's messages inside the window.
+HABIT_LATEST_BEFORE_END = timedelta(minutes=30)
+
+
 def send_times(
-    plan_date: date, tz: ZoneInfo, rules: Rules, deadline_hours: int
+    plan_date: date,
+    tz: ZoneInfo,
+    rules: Rules,
+    deadline_hours: int,
+    usual_minute: int | None = None,
 ) -> tuple[datetime, datetime, datetime]:
-    """(send_at, window_end_at, deadline_at) for a message planned on ``plan_date``."""
+    """(send_at, window_end_at, deadline_at) for a message planned on ``plan_date``.
+
+    ``send_at`` is the window's start, or with policy.send_time habit and the member's usual
+    local visit minute, ``lead_minutes`` before it, kept inside the window (from its start to
+    30 minutes before its end).
+    """
     window = rules.policy.send_window
     start = datetime.combine(plan_date, window.start, tzinfo=tz)
     end = datetime.combine(plan_date, window.end, tzinfo=tz)
-    return start, end, start + timedelta(hours=deadline_hours)
+    send_at = start
+    policy = rules.policy.send_time
+    if policy.mode == "habit" and usual_minute is not None:
+        usual = datetime.combine(plan_date, datetime.min.time(), tzinfo=tz) + timedelta(
+            minutes=usual_minute
+        )
+        latest = max(start, end - HABIT_LATEST_BEFORE_END)
+        send_at = min(max(usual - timedelta(minutes=policy.lead_minutes), start), latest)
+    return send_at, end, send_at + timedelta(hours=deadline_hours)
 
 
 def message_row(m: Message, plan_date: date, rules: Rules, settings: Settings) -> dict:
     c = m.candidate
     tz = customer_zone(c.facts.get("timezone"), settings.club_timezone)
-    send_at, window_end, deadline = send_times(plan_date, tz, rules, settings.send_deadline_hours)
+    send_at, window_end, deadline = send_times(
+        plan_date, tz, rules, settings.send_deadline_hours, m.usual_minute
+    )
     return {
         "message_key": c.message_key,
         "plan_date": plan_date,
@@ -63,6 +87,8 @@ def message_row(m: Message, plan_date: date, rules: Rules, settings: Settings) -
         "send_at": send_at,
         "window_end_at": window_end,
         "deadline_at": deadline,
+        "offer_code": m.offer_code,
+        "offer_source": m.offer_source,
     }
 
 
@@ -81,6 +107,8 @@ _MESSAGE_COLUMNS = (
     "send_at",
     "window_end_at",
     "deadline_at",
+    "offer_code",
+    "offer_source",
 )
 
 

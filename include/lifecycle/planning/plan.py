@@ -118,6 +118,12 @@ class Message:
     subject: str | None
     body: str
     sms_segments: int | None = None
+    offer_code: str | None = None
+    # next_best | fallback for an offer chosen per member (next_best_offer), None for a fixed one
+    offer_source: str | None = None
+    # policy.send_time habit: local minute of the day the member usually visits (None: the
+    # window's start)
+    usual_minute: int | None = None
 
     @property
     def customer_id(self) -> str:

@@ -53,6 +53,9 @@ class Sample:
     subject: str | None
     body: str
     sms: dict[str, Any] | None  # encoding, length, segments
+    offer_code: str | None = None
+    offer_source: str | None = None  # next_best | fallback (from: next_best_offer), else None
+    send_at_local: str | None = None  # HH:MM in the customer's zone, when it is due
 
 
 @dataclass
@@ -72,6 +75,8 @@ class PhasePreview:
     # control-group customers held back where a message would have been written, by the
     # channel it would have gone on (also in skipped as control_group)
     control: dict[str, int] = field(default_factory=dict)
+    # "code" or "code (next_best|fallback)" -> messages: which offer each member got and why
+    by_offer: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,8 +101,20 @@ class Preview:
         return out
 
 
-def _sample(m: Message) -> Sample:
+def offer_label(m: Message) -> str:
+    """The offer of a message as the preview counts it: its code, and why when chosen per member."""
+    return f"{m.offer_code} ({m.offer_source})" if m.offer_source else str(m.offer_code)
+
+
+def _sample(m: Message, plan_date: date, rules: Rules, settings: Settings) -> Sample:
     c = m.candidate
+    send_at, _, _ = send_times(
+        plan_date,
+        customer_zone(c.facts.get("timezone"), settings.club_timezone),
+        rules,
+        settings.send_deadline_hours,
+        m.usual_minute,
+    )
     info = None
     if m.channel == "sms":
         a = sms.analyze(m.body)
@@ -112,6 +129,9 @@ def _sample(m: Message) -> Sample:
         m.subject,
         m.body,
         info,
+        m.offer_code,
+        m.offer_source,
+        f"{send_at:%H:%M}",
     )
 
 
@@ -181,7 +201,7 @@ def preview(
             group = (m.candidate.step.number, m.channel, m.variant)
             if per_group[group] < samples:
                 per_group[group] += 1
-                shown.append(_sample(m))
+                shown.append(_sample(m, plan_date, rules, settings))
         phases.append(
             PhasePreview(
                 phase.name,
@@ -196,6 +216,7 @@ def preview(
                 shown,
                 {s.number: s.label() for s in phase.steps if s.repeats is not None},
                 dict(sorted(control[phase.name].items())),
+                dict(sorted(Counter(offer_label(m) for m in ms).items())),
             )
         )
     notes: list[str] = []

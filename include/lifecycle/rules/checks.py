@@ -27,6 +27,7 @@ from lifecycle.rules.models import (
     MAX_REPEAT_STEPS,
     PHASE_NAMES,
     REPEATABLE_FIELDS,
+    DynamicOffer,
     Offer,
     SendWindow,
 )
@@ -35,9 +36,13 @@ from lifecycle.rules.templates import check_template
 # ---- the semantic walk over the raw document
 
 
-def _valid_offer(raw: Any) -> dict[str, Any] | None:
+def _valid_offer(raw: Any) -> list[dict[str, Any]] | None:
+    """Every offer a template of this step may see: one, or (next_best_offer) each catalog
+    entry and the fallback. None when the offer is not valid (the models report why)."""
     try:
-        return Offer.model_validate(raw).model_dump()
+        if isinstance(raw, dict) and "from" in raw:
+            return DynamicOffer.model_validate(raw).choices()
+        return [Offer.model_validate(raw).model_dump()]
     except ValidationError:
         return None
 
@@ -353,7 +358,7 @@ class Semantics:
         templates: Any,
         tbase: tuple,
         channels: list[str],
-        offer: dict[str, Any] | None,
+        offers: list[dict[str, Any]] | None,
         variant: str,
         sms_limit: int | None,
     ) -> None:
@@ -368,25 +373,36 @@ class Semantics:
                         valid=f"add templates.{ch}, or remove '{ch}' from channels",
                     )
                 )
-        # Every text given is checked, listed channel or not: it may be listed tomorrow.
-        text = templates.get("sms")
-        if isinstance(text, str) and text:
-            check_template(
-                text,
-                tbase + ("sms",),
-                self.problems,
-                offer=offer,
-                variant=variant,
-                sms_limit=sms_limit,
-            )
-        email = templates.get("email")
-        if isinstance(email, dict):
-            for part in ("subject", "body"):
-                if isinstance(email.get(part), str) and email[part]:
-                    check_template(
-                        email[part],
-                        tbase + ("email", part),
-                        self.problems,
-                        offer=offer,
-                        variant=variant,
-                    )
+        # Every text given is checked, listed channel or not: it may be listed tomorrow. With a
+        # next-best offer, against each offer a member may get (one report per problem).
+        found: list[Problem] = []
+        for k, offer in enumerate(offers or [None]):
+            if k:  # a later offer adds problems only where the earlier ones found none
+                seen = {p.parts for p in found}
+                found_before, found = found, []
+            text = templates.get("sms")
+            if isinstance(text, str) and text:
+                check_template(
+                    text,
+                    tbase + ("sms",),
+                    found,
+                    offer=offer,
+                    variant=variant,
+                    sms_limit=sms_limit,
+                )
+            email = templates.get("email")
+            if isinstance(email, dict):
+                for part in ("subject", "body"):
+                    if isinstance(email.get(part), str) and email[part]:
+                        check_template(
+                            email[part],
+                            tbase + ("email", part),
+                            found,
+                            offer=offer,
+                            variant=variant,
+                        )
+            if k:
+                found = found_before + [p for p in found if p.parts not in seen]
+        for problem in found:
+            if problem not in self.problems:
+                self.add(problem)

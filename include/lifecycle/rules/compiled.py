@@ -7,7 +7,15 @@ import hashlib
 from dataclasses import dataclass, field
 
 from lifecycle.rules.conditions import Compiled
-from lifecycle.rules.models import DEFAULT_VARIANT, Offer, Phase, Policy, RulesFile, Templates
+from lifecycle.rules.models import (
+    DEFAULT_VARIANT,
+    DynamicOffer,
+    Offer,
+    Phase,
+    Policy,
+    RulesFile,
+    Templates,
+)
 
 # --------------------------------------------------------------------------- compiled rules
 
@@ -16,14 +24,14 @@ from lifecycle.rules.models import DEFAULT_VARIANT, Offer, Phase, Policy, RulesF
 class CompiledVariant:
     name: str
     weight: float
-    offer: Offer
+    offer: Offer | DynamicOffer  # DynamicOffer: chosen per member (next_best_offer)
     templates: Templates
 
 
 @dataclass
 class CompiledStep:
     number: int
-    offer: Offer
+    offer: Offer | DynamicOffer
     templates: Templates  # of the first variant when the step has variants
     condition: Compiled  # audience AND when
     variants: list[CompiledVariant] = field(default_factory=list)
@@ -66,6 +74,15 @@ class Rules:
 
     def phase(self, name: str) -> CompiledPhase | None:
         return next((p for p in self.phases if p.name == name), None)
+
+    def uses_next_best_offer(self) -> bool:
+        """Whether any enabled step's offer is chosen per member from customer_next_best_offer."""
+        return any(
+            isinstance(v.offer, DynamicOffer)
+            for p in self.phases
+            for s in p.steps
+            for v in s.variants
+        )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model.model_dump_json().encode()).hexdigest()[:12]

@@ -18,7 +18,7 @@ from lifecycle.rules.checks import Semantics
 from lifecycle.rules.compiled import CompiledPhase, CompiledStep, CompiledVariant, Rules
 from lifecycle.rules.conditions import default_context
 from lifecycle.rules.errors import ROOT, Problem, RuleError, RulesInvalid, closest, problem_at
-from lifecycle.rules.models import RulesFile
+from lifecycle.rules.models import DynamicOffer, RulesFile
 from lifecycle.rules.yamldoc import DocumentTooLarge, compose_with_marks, locate_all, yaml_error
 
 # --------------------------------------------------------------------------- loading
@@ -276,3 +276,35 @@ def _model_fields_at(parts: tuple) -> list[str]:
             return []
         model = _model_of(info.annotation)
     return list(model.model_fields) if model is not None else []
+
+
+# ---- next-best offers against the club's services (known only with a warehouse)
+
+
+def offer_service_problems(rules: Rules, services: set[str]) -> list[RuleError]:
+    """Catalog entries of ``from: next_best_offer`` offers that name no service of the club,
+    located in the rules file. ``services``: the codes the club's catalog holds (on D)."""
+    problems: list[Problem] = []
+    valid = sorted(services)
+    for i, phase in enumerate(rules.model.phases):
+        for j, step in enumerate(phase.steps):
+            offers = [(("phases", i, "steps", j, "offer"), step.offer)]
+            for k, v in enumerate(step.variants or []):
+                offers.append((("phases", i, "steps", j, "variants", k, "offer"), v.offer))
+            for base, offer in offers:
+                if not isinstance(offer, DynamicOffer):
+                    continue
+                for code in offer.catalog:
+                    if code not in services:
+                        problems.append(
+                            problem_at(
+                                base + ("catalog", code),
+                                f"service '{code}' is not in the club's services",
+                                valid=", ".join(valid) if valid else "(the club has no services)",
+                                suggestion=closest(code, valid),
+                                at_key=True,
+                            )
+                        )
+    if not problems:
+        return []
+    return locate_all(rules.file, compose_with_marks(rules.source), problems)

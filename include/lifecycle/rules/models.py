@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     WithJsonSchema,
     field_validator,
 )
@@ -117,6 +119,53 @@ class VolumeGuard(BaseModel):
     )
 
 
+class SendTime(BaseModel):
+    """When inside the send window a message is due: the window's start (the default), or a
+    little before the member's usual visit time (customer_send_hour)."""
+
+    model_config = _STRICT
+    mode: Literal["window_start", "habit"] = Field(
+        default="window_start",
+        description="window_start: when the window opens; habit: lead_minutes before the "
+        "member's usual local visit time, kept inside the window",
+    )
+    lead_minutes: int = Field(
+        default=90, ge=0, le=720, description="habit: minutes before the usual visit time"
+    )
+    min_visits: int = Field(
+        default=5,
+        ge=1,
+        description="habit: fewer visits in the lookback than this -> the window start",
+    )
+    lookback_weeks: int = Field(
+        default=8, ge=1, le=52, description="habit: weeks of visits the usual time is read from"
+    )
+
+
+class NextBestOffer(BaseModel):
+    """Look-alikes: regulars with the same membership product, tenure band and visit band."""
+
+    model_config = _STRICT
+    regular_min_visits_30d: int = Field(
+        default=4, ge=1, description="A regular visited at least this often in the last 30 days"
+    )
+    tenure_band_days: int = Field(
+        default=180, ge=1, description="Tenure bands this many days wide (same band = similar)"
+    )
+    visits_band_30d: int = Field(
+        default=4, ge=1, description="Visit bands of this many visits in 30 days"
+    )
+    min_lookalikes: int = Field(
+        default=5, ge=1, description="Fewer look-alikes than this -> no ranking (the fallback)"
+    )
+    min_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="A service bought by a smaller share of the look-alikes is not offered",
+    )
+
+
 class Policy(BaseModel):
     """Rules for all phases together."""
 
@@ -136,6 +185,14 @@ class Policy(BaseModel):
         description="Salt of the A/B variant assignment; changing it reshuffles variants",
     )
     volume_guard: VolumeGuard = Field(default_factory=VolumeGuard)
+    send_time: SendTime = Field(
+        default_factory=SendTime,
+        description="When in the send window a message goes out: window_start or habit",
+    )
+    next_best_offer: NextBestOffer = Field(
+        default_factory=NextBestOffer,
+        description="Who counts as a look-alike for offers `from: next_best_offer`",
+    )
 
 
 class EmailTemplate(BaseModel):
@@ -169,6 +226,81 @@ class Offer(BaseModel):
     )
 
 
+class CatalogEntry(BaseModel):
+    """One service a next-best offer may propose: its title and optional fields."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    title: str = Field(min_length=1, description="Shown to the customer as {{ offer.title }}")
+    margin: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of the service's revenue the club keeps (0 < margin <= 1), as an "
+        "offer's margin; of equal ranks the higher margin is offered. Default 1 (100%)",
+    )
+
+
+NEXT_BEST_OFFER = "next_best_offer"
+SERVICE_CODE = r"^[a-z0-9_]+$"
+
+
+class DynamicOffer(BaseModel):
+    """An offer chosen per member: the best-ranked service of customer_next_best_offer that
+    the catalog lists, else the fallback."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    source: Literal["next_best_offer"] = Field(
+        alias="from", description="Where the member's offer comes from: next_best_offer"
+    )
+    catalog: dict[Annotated[str, Field(pattern=SERVICE_CODE)], CatalogEntry] = Field(
+        min_length=1, description="Service code (as in the club's services) -> its offer"
+    )
+    fallback: Offer = Field(
+        description="The offer of members without a next-best service in the catalog"
+    )
+
+    @property
+    def margin(self) -> float:
+        """The margin the report counts for this step: the lowest of the catalog's and the
+        fallback's (which offer a conversion followed is not known per conversion)."""
+        return min([e.margin for e in self.catalog.values()] + [self.fallback.margin])
+
+    def choices(self) -> list[dict[str, Any]]:
+        """Every offer a member may see (as templates see it), the fallback last."""
+        out = [
+            {**entry.model_dump(), "code": code, "source": "next_best"}
+            for code, entry in self.catalog.items()
+        ]
+        out.append({**self.fallback.model_dump(), "source": "fallback"})
+        return out
+
+    def choose(self, ranked: list[tuple[str, int]] | None) -> dict[str, Any]:
+        """The offer for a member whose next-best services are ``ranked`` ((service, rank),
+        customer_next_best_offer): the best-ranked one in the catalog, of equal ranks the
+        higher margin, then the code; the fallback when the catalog has none of them."""
+        listed = [(rank, -self.catalog[code].margin, code)
+                  for code, rank in ranked or () if code in self.catalog]
+        if not listed:
+            return {**self.fallback.model_dump(), "source": "fallback"}
+        _, _, code = min(listed)
+        return {**self.catalog[code].model_dump(), "code": code, "source": "next_best"}
+
+
+def _offer_kind(value: Any) -> str:
+    if isinstance(value, dict) and "from" in value:
+        return "[next_best_offer]"
+    if isinstance(value, DynamicOffer):
+        return "[next_best_offer]"
+    return "[fixed]"
+
+
+# Tags with '[' are left out of error locations (loading._pydantic_problems).
+AnyOffer = Annotated[
+    Annotated[Offer, Tag("[fixed]")] | Annotated[DynamicOffer, Tag("[next_best_offer]")],
+    Discriminator(_offer_kind),
+]
+
+
 class Variant(BaseModel):
     """An A/B variant of a step: its own texts and optionally its own offer."""
 
@@ -177,7 +309,7 @@ class Variant(BaseModel):
         pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Recorded in the outbox, like A or B"
     )
     weight: float = Field(default=1, ge=0, description="Relative share of the step's audience")
-    offer: Offer | None = Field(default=None, description="Overrides the step's offer")
+    offer: AnyOffer | None = Field(default=None, description="Overrides the step's offer")
     templates: Templates
 
 
@@ -213,7 +345,7 @@ class Step(BaseModel):
     when: Condition = Field(
         default=None, description="Condition added to the phase audience for this step"
     )
-    offer: Offer
+    offer: AnyOffer
     templates: Templates | None = Field(
         default=None, description="The texts (variant A); or give `variants` instead"
     )

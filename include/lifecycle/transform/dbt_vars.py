@@ -119,7 +119,9 @@ def phase_config(rules: Rules) -> dict[str, Any]:
     """The phases dbt needs: enabled phases by priority, each step with its SQL condition.
 
     Each phase also carries its conversion event and attribution window (``within_days``
-    after the step's day, or null: until the membership ends plus ``grace_days``).
+    after the step's day, or null: until the membership ends plus ``grace_days``). Besides the
+    phases: the policy's ``next_best_offer`` look-alike thresholds and ``send_time``'s lookback,
+    which customer_next_best_offer and customer_send_hour read (macro lifecycle_setting).
     """
     return {
         "version": FORMAT_VERSION,
@@ -140,6 +142,9 @@ def phase_config(rules: Rules) -> dict[str, Any]:
             }
             for phase in rules.phases
         ],
+        # the thresholds of customer_next_best_offer and customer_send_hour (policy)
+        "next_best_offer": rules.policy.next_best_offer.model_dump(),
+        "send_time": {"lookback_weeks": rules.policy.send_time.lookback_weeks},
     }
 
 

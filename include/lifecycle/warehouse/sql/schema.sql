@@ -113,6 +113,12 @@ alter table ops.outbox add column if not exists batch_id bigint;
 -- Stamped, in the same statement that checks the row is still claimed by this batch, just before
 -- the provider request that carries the row: from then on the row may have reached the provider.
 alter table ops.outbox add column if not exists handed_at timestamptz;
+-- The offer a message carries: its code, and for an offer chosen per member (a step's offer
+-- `from: next_best_offer`) why: next_best (the member's best-ranked catalog service) or fallback.
+-- Null on rows planned before these columns existed; offer_source null = a fixed offer.
+alter table ops.outbox add column if not exists offer_code text;
+alter table ops.outbox add column if not exists offer_source text
+    check (offer_source in ('next_best', 'fallback'));
 -- A message that is live, or that may have reached its provider, holds its key: the same phase
 -- step for the same membership cycle can never be planned again, whatever becomes of the row
 -- (an 'unknown' row that reconciliation expires keeps it). Only rows certainly not sent (failed
