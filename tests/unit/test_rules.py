@@ -504,7 +504,11 @@ def test_repetitions_are_steps_of_their_own_with_distinct_keys():
 
 def test_offer_margin_defaults_to_all_of_the_revenue_and_is_checked_where_it_stands():
     rules = parse_rules(TEXT, "phases.yml")
-    assert {s.offer.margin for p in rules.phases for s in p.steps} == {1.0}
+    # fixed offers without a margin count at 100%; a next-best step at its catalog's lowest
+    fixed = {s.offer.margin for p in rules.phases for s in p.steps if hasattr(s.offer, "code")}
+    assert fixed == {1.0}
+    cross = rules.phase("cross_sell").steps[0].variants[0].offer
+    assert not hasattr(cross, "code") and cross.margin == 0.8
     text = _replace(TEXT, "offer: {code: addon_trial,", "offer: {code: addon_trial, margin: 0.35,")
     assert parse_rules(text, "phases.yml").phase("stimulation").steps[0].offer.margin == 0.35
     for bad, valid in (("0", "> 0"), ("1.5", "<= 1"), ('"35%"', "a number")):
