@@ -33,7 +33,7 @@ sales as (
 
 ),
 
--- materialized: read once here, then by each metric's positions and the scoring below
+-- materialized: read once here, then by the count, each metric's scores and the final rows
 buyers as materialized (
 
     select
@@ -41,16 +41,7 @@ buyers as materialized (
         sales.lifetime_purchases,
         sales.last_purchased_on,
         sales.rfm_frequency,
-        sales.rfm_monetary,
-        -- who sets the boundaries: the repeat buyers; without any, every buyer
-        sales.lifetime_purchases >= 2 or not exists (
-            select 1 from sales as repeat_sales
-            inner join customers as repeat_customers
-                on repeat_sales.customer_id = repeat_customers.customer_id
-            where
-                repeat_sales.lifetime_purchases >= 2
-                and repeat_customers.customer_since <= {{ as_of_date() }}
-        ) as is_scored
+        sales.rfm_monetary
     from sales
     inner join customers
         on sales.customer_id = customers.customer_id
@@ -58,9 +49,14 @@ buyers as materialized (
 
 ),
 
+-- who sets the boundaries: the repeat buyers; without any, every buyer
 scored_total as (
 
-    select count(*) filter (where is_scored) as scored_total from buyers
+    select
+        count(*) filter (where lifetime_purchases >= 2) > 0 as by_repeat_buyers,
+        coalesce(nullif(count(*) filter (where lifetime_purchases >= 2), 0), count(*))
+            as scored_total
+    from buyers
 
 ),
 
