@@ -243,22 +243,23 @@ def test_build_computes_customer_facts_from_raw_rows(fresh_db: str, tmp_path: Pa
     assert zeros["renewal_membership_id"] is None  # the later one is cancelled
     assert zeros["lifetime_purchases"] == 1  # a cancelled membership is no purchase
 
-    # RFM over the three buyers (nat, intl, zeros): three rows make groups 1, 2 and 3.
-    # Recency: zeros bought longest ago, then intl, then nat. Frequency: zeros 1, nat and intl
-    # 3 each, a tie that shares the lower group. Monetary: nat 2150 < zeros 2400 < intl 3305.
+    # RFM: the repeat buyers nat and intl (three purchases each) set the boundaries, two rows
+    # make groups 1 and 2; zeros (one purchase) is scored against them. Recency: zeros bought
+    # longest ago, then intl, then nat. Frequency: nat and intl 3 each, a tie sharing group 1,
+    # zeros 1 below it. Monetary: nat 2150 < zeros 2400 < intl 3305.
     scores = {c: (facts[c]["r_score"], facts[c]["f_score"], facts[c]["m_score"]) for c in facts}
     assert scores == {
-        "nat": (3, 2, 1),
-        "intl": (2, 2, 3),
+        "nat": (2, 1, 1),
+        "intl": (1, 1, 2),
         "zeros": (1, 1, 2),
         "bad": (None, None, None),
     }
     segments = {c: facts[c]["rfm_segment"] for c in facts}
     assert segments == {
-        "nat": "about_to_sleep",  # R 3, F 2
-        "intl": "hibernating",  # R 2, F 2
+        "nat": "hibernating",  # R 2, F 1
+        "intl": "lost",  # R 1, F 1
         "zeros": "first_time_buyer",  # exactly one purchase, whatever the scores
-        "bad": "guest",
+        "bad": "guest",  # no purchase, no valid phone or email: not a loyal guest
     }
 
 
@@ -523,6 +524,31 @@ def test_retention_metrics_built_day_by_day_equal_a_full_refresh(
     assert max(row[0] for row in rewound) == date(2025, 5, 1)
     run_dbt(fresh_db, [*args, "--full-refresh"], as_of=may_31, target_path=tmp_path)
     assert _retention(fresh_db) == rewound
+
+
+def test_every_rfm_segment_and_exponea_stage_exists_in_the_demo_club(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    # make demo's club (lifecycle demo's defaults): the data tests enabled by the var
+    # demo_club fail the build unless each of the 14 segments and 5 stages has customers
+    demo_end = date(2026, 6, 30)
+    generate(10_000, date(2025, 1, 1), demo_end, seed=42, url=fresh_db)
+    build(fresh_db, demo_end, "+customer_lifecycle_history", target_path=tmp_path,
+          unit_tests=False, dbt_vars={"demo_club": "true"})
+    with psycopg.connect(fresh_db) as conn:
+        segments = dict(conn.execute(
+            "select rfm_segment, count(*) from analytics.customer_facts group by 1"
+        ).fetchall())
+        stages = dict(conn.execute(
+            "select exponea_stage, count(*) from analytics.customer_lifecycle_stage group by 1"
+        ).fetchall())
+    assert set(segments) == {
+        "champions", "loyal", "potential_loyalists", "recent", "promising", "need_attention",
+        "about_to_sleep", "at_risk", "cant_lose_them", "hibernating", "lost",
+        "first_time_buyer", "guest", "loyal_guest",
+    }
+    assert set(stages) == {"acquire", "retain", "grow_value", "cherish", "reactivate"}
+    assert sum(segments.values()) == sum(stages.values())  # one of each per customer
 
 
 def _memberships(url: str) -> list[tuple]:

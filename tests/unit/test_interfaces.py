@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from lifecycle.data.contract import contract_markdown
-from lifecycle.warehouse.facts import FACT_COLUMNS
+from lifecycle.warehouse.facts import FACT_COLUMNS, FACT_VALUES
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +19,20 @@ def test_rule_engine_columns_are_the_enforced_dbt_contract():
     assert model["config"]["contract"]["enforced"] is True
     dbt_types = {c["name"]: c["data_type"].split("(")[0] for c in model["columns"]}
     assert dbt_types == dict(FACT_COLUMNS)
+
+
+def test_rule_engine_value_sets_are_the_dbt_accepted_values():
+    doc = yaml.safe_load((PROJECT / "dbt_project/models/marts/_marts__models.yml").read_text())
+    (model,) = [m for m in doc["models"] if m["name"] == "customer_facts"]
+    accepted = {
+        column["name"]: tuple(test["accepted_values"]["arguments"]["values"])
+        for column in model["columns"]
+        for test in column.get("data_tests", [])
+        if isinstance(test, dict) and "accepted_values" in test
+    }
+    assert "rfm_segment" in FACT_VALUES
+    for column, values in FACT_VALUES.items():
+        assert sorted(values) == sorted(accepted[column]), column
 
 
 def test_the_docs_show_the_data_contract_as_defined():

@@ -336,6 +336,20 @@ def test_operators_follow_the_column_type():
     assert errors[3].suggestion == "all"
 
 
+def test_a_column_with_a_fixed_set_of_values_takes_only_those():
+    errors: list = []
+    ok = compile_condition({"field": "rfm_segment", "in": ["loyal_guest", "guest"]}, "c", errors)
+    assert ok is not None and ok.params == [["loyal_guest", "guest"]]
+    assert compile_condition({"field": "rfm_segment", "eq": "loyal_guests"}, "c", errors) is None
+    assert compile_condition(
+        {"field": "rfm_segment", "not_in": ["champions", "cant_loose_them"]}, "c", errors
+    ) is None
+    assert [e.path for e in errors] == ["c.eq", "c.not_in"]
+    assert "'rfm_segment' is never 'loyal_guests'" in errors[0].message
+    assert errors[0].suggestion == "loyal_guest" and "need_attention" in errors[0].valid
+    assert errors[1].suggestion == "cant_lose_them"
+
+
 def test_control_group_is_deterministic_and_about_the_configured_share():
     ids = [f"C{i:07d}" for i in range(20_000)]
     first = [in_control_group(c, 10, "salt") for c in ids]

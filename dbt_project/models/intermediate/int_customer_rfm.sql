@@ -1,10 +1,13 @@
 {#-
     RFM as in Exponea's lifecycle model, over int_customer_sales (a purchase is a kept
     membership or a service purchase, dated <= D; frequency and monetary over [D-364, D]).
-    Scores are quintiles over the customers who exist on D and bought at
-    least once: ntile(5) over the customers ordered by the metric, where customers tied on it
-    all take the group of the first of them (macros/ntile_of_rank.sql), so equal values never
-    get different scores and a day always scores the same.
+    Every buyer existing on D gets scores 1..5: quintiles over the repeat buyers (two or more
+    purchases), the customers the R/F grid segments; guests and first-time buyers have their
+    own segments, and scoring them too would fill the lowest groups with one huge tie (half
+    the buyers with one purchase). A first-time buyer is scored against the same boundaries.
+    Ties (macros/rfm_score.sql): a value takes the ntile(5) group of its first position, but
+    at most one score above the next lower value's, so a tie spanning a boundary never
+    leaves a score empty while distinct values remain. A day always scores the same.
 -#}
 
 {#- The unique index is the key's test: a duplicate fails the build (no `unique` test). -#}
@@ -30,7 +33,7 @@ sales as (
 
 ),
 
--- materialized: read once here, then by each metric's positions and the scoring below
+-- materialized: read once here, then by the count, each metric's scores and the final rows
 buyers as materialized (
 
     select
@@ -46,42 +49,35 @@ buyers as materialized (
 
 ),
 
-buyers_total as (
+-- who sets the boundaries: the repeat buyers; without any, every buyer
+scored_total as (
 
-    select count(*) as buyers_total from buyers
+    select
+        count(*) filter (where lifetime_purchases >= 2) > 0 as by_repeat_buyers,
+        coalesce(nullif(count(*) filter (where lifetime_purchases >= 2), 0), count(*))
+            as scored_total
+    from buyers
 
 ),
 
--- rank() of each distinct value, without sorting the buyers: one plus the number of buyers
--- with a smaller value (a few thousand distinct dates and amounts instead of 1M rows, three
--- times). The longest ago first: the most recent buyers land in the fifth group.
-recency_positions as (
+-- each distinct value's score from the counts of the scored buyers per value, without
+-- sorting the buyers (a few thousand distinct dates and amounts instead of 1M rows, three
+-- times). Recency is ordered longest ago first: the most recent buyers land in the fifth group.
+recency_scores as (
 
-    select
-        last_purchased_on,
-        cast(sum(count(*)) over (order by last_purchased_on) - count(*) + 1 as bigint) as r_position
-    from buyers
-    group by last_purchased_on
+    {{ rfm_score('buyers', 'last_purchased_on', 'scored_total') }}
 
 ),
 
-frequency_positions as (
+frequency_scores as (
 
-    select
-        rfm_frequency,
-        cast(sum(count(*)) over (order by rfm_frequency) - count(*) + 1 as bigint) as f_position
-    from buyers
-    group by rfm_frequency
+    {{ rfm_score('buyers', 'rfm_frequency', 'scored_total') }}
 
 ),
 
-monetary_positions as (
+monetary_scores as (
 
-    select
-        rfm_monetary,
-        cast(sum(count(*)) over (order by rfm_monetary) - count(*) + 1 as bigint) as m_position
-    from buyers
-    group by rfm_monetary
+    {{ rfm_score('buyers', 'rfm_monetary', 'scored_total') }}
 
 ),
 
@@ -95,20 +91,16 @@ final as (
         cast({{ as_of_date() }} - buyers.last_purchased_on as integer) as rfm_recency_days,
         cast(buyers.rfm_frequency as integer) as rfm_frequency,
         cast(buyers.rfm_monetary as numeric(14, 2)) as rfm_monetary,
-        cast({{ ntile_of_rank('recency_positions.r_position', 'buyers_total.buyers_total', 5) }}
-            as integer) as r_score,
-        cast({{ ntile_of_rank('frequency_positions.f_position', 'buyers_total.buyers_total', 5) }}
-            as integer) as f_score,
-        cast({{ ntile_of_rank('monetary_positions.m_position', 'buyers_total.buyers_total', 5) }}
-            as integer) as m_score
+        cast(recency_scores.score as integer) as r_score,
+        cast(frequency_scores.score as integer) as f_score,
+        cast(monetary_scores.score as integer) as m_score
     from buyers
-    cross join buyers_total
-    inner join recency_positions
-        on buyers.last_purchased_on = recency_positions.last_purchased_on
-    inner join frequency_positions
-        on buyers.rfm_frequency = frequency_positions.rfm_frequency
-    inner join monetary_positions
-        on buyers.rfm_monetary = monetary_positions.rfm_monetary
+    inner join recency_scores
+        on buyers.last_purchased_on = recency_scores.metric
+    inner join frequency_scores
+        on buyers.rfm_frequency = frequency_scores.metric
+    inner join monetary_scores
+        on buyers.rfm_monetary = monetary_scores.metric
 
 )
 

@@ -404,8 +404,10 @@ final as (
         cast(r_score as integer) as r_score,
         cast(f_score as integer) as f_score,
         cast(m_score as integer) as m_score,
-        cast({{ rfm_segment('r_score', 'f_score', 'lifetime_purchases') }} as text)
-            as rfm_segment
+        cast({{ rfm_segment(
+            'r_score', 'f_score', 'lifetime_purchases',
+            '(phone_valid and sms_consent) or (email_valid and email_consent)'
+        ) }} as text) as rfm_segment
     from joined
 
 )

@@ -117,6 +117,9 @@ CONTACT_P = {
 }
 CONSENT_ROW_P = {"sms": 0.95, "email": 0.93}  # share of customers with a consents.csv row
 OPT_OUT_P = {"sms": 0.04, "email": 0.06}
+# Of the customers who never buy a membership, the share who walked in and left no phone or
+# email (the RFM segment guest; the others, with a contact, are loyal guests).
+WALK_IN_NO_CONTACT_P = 0.25
 
 
 class _Calendar:
@@ -251,14 +254,9 @@ class ClubModel:
         out: dict[str, tuple[bytes, int]] = {}
 
         name_i = self._pick(rng, self.name_range, people)
-        out["customers.csv"] = (csv_block([
-            cid,
-            self._first_names(rng, name_i),
-            self._emails(rng, people, name_i),
-            self._phones(rng, people),
-            self.zone_text[zone_pick],
-            self.calendar.timestamp(created, created_sec, vzone),
-        ]), n)
+        first_names = self._first_names(rng, name_i)
+        emails = self._emails(rng, people, name_i)
+        phones = self._phones(rng, people)
 
         k = len(m["cust"])
         mid = digits(counters["memberships.csv"] + np.arange(1, k + 1), mw, b"M")
@@ -295,6 +293,16 @@ class ClubModel:
         ]), k)
 
         out["consents.csv"] = self._consents(rng, n, cid, vzone, created, created_sec)
+        # Drawn last, so every earlier draw (and the rows they make) stays what it was.
+        walk_in = ~member & (rng.random(n) < WALK_IN_NO_CONTACT_P)
+        out["customers.csv"] = (csv_block([
+            cid,
+            first_names,
+            np.where(walk_in, b"", emails),
+            np.where(walk_in, b"", phones),
+            self.zone_text[zone_pick],
+            self.calendar.timestamp(created, created_sec, vzone),
+        ]), n)
         return out
 
     def _seconds(self, rng: np.random.Generator, n: int) -> np.ndarray:

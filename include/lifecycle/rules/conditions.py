@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import sql
 
 from lifecycle.rules.errors import closest, listing, problem_at
-from lifecycle.warehouse.facts import FACT_COLUMNS
+from lifecycle.warehouse.facts import FACT_COLUMNS, FACT_VALUES
 
 # --------------------------------------------------------------------------- conditions
 
@@ -429,8 +429,11 @@ def _compile_comparison(
                 )
             )
             return None
+        values = [v for _, v in coerced]
+        if not _known_values(name, values, where, errors):
+            return None
         tmpl = "{} = any(%s)" if op == "in" else "not coalesce({} = any(%s), false)"
-        return Compiled(sql.SQL(tmpl).format(ident), [[v for _, v in coerced]])
+        return Compiled(sql.SQL(tmpl).format(ident), [values])
     if value is None:
         errors.append(
             problem_at(
@@ -448,9 +451,27 @@ def _compile_comparison(
             )
         )
         return None
+    if not _known_values(name, [bound], where, errors):
+        return None
     if _fields is not None and ftype in _ORDERED:
         _fields.append((name, op, bound, where))
     return Compiled(sql.SQL("{} " + _SQL_OP[op] + " %s").format(ident), [bound])
+
+
+def _known_values(name: str, values: list, where: tuple, errors: list) -> bool:
+    """False (and an error) when a column with a fixed set of values is compared with another."""
+    valid = FACT_VALUES.get(name)
+    unknown = [v for v in values if valid is not None and v not in valid]
+    if unknown:
+        errors.append(
+            problem_at(
+                where,
+                f"'{name}' is never {unknown[0]!r}",
+                valid=", ".join(valid or ()),
+                suggestion=closest(unknown[0], valid or ()),
+            )
+        )
+    return not unknown
 
 
 def contradiction(conjuncts: list) -> tuple[tuple, str] | None:

@@ -66,6 +66,16 @@ FACT_COLUMNS: dict[str, FactType] = {
     "rfm_segment": "text",
 }
 
+# Text columns whose values are a fixed set (the accepted_values test of the dbt contract; a
+# test checks the two agree): a rule comparing one with anything else is an error.
+FACT_VALUES: dict[str, tuple[str, ...]] = {
+    "rfm_segment": (
+        "champions", "loyal", "potential_loyalists", "recent", "promising", "need_attention",
+        "about_to_sleep", "at_risk", "cant_lose_them", "hibernating", "lost",
+        "first_time_buyer", "guest", "loyal_guest",
+    ),
+}
+
 # Contact columns are never offered to templates or conditions' samples in logs.
 PERSONAL_COLUMNS = frozenset({"email", "phone"})
 

@@ -33,7 +33,7 @@ staged as (
         customer_facts.customer_id,
         customer_facts.club_id,
         customer_facts.as_of_date,
-        customer_facts.memberships_total,
+        customer_facts.rfm_segment,
         case
             -- never held a membership (a cancelled one does not count)
             when
@@ -67,16 +67,7 @@ final as (
         cast(staged.club_id as text) as club_id,
         cast(staged.as_of_date as date) as as_of_date,
         cast(staged.stage as text) as stage,
-        cast(
-            case
-                when staged.stage = 'prospect' then 'acquire'
-                when staged.stage in ('onboarding', 'renewal_due') then 'retain'
-                -- renewed at least once: a loyal member to look after
-                when staged.stage = 'active' and staged.memberships_total >= 2 then 'cherish'
-                when staged.stage = 'active' then 'grow_value'
-                else 'reactivate'
-            end as text
-        ) as exponea_stage,
+        cast({{ exponea_stage('staged.rfm_segment') }} as text) as exponea_stage,
         cast(coalesce(eligible_sets.eligible_phases, '') as text) as eligible_phases
     from staged
     left join eligible_sets

@@ -215,7 +215,8 @@ months_to_count as (
 
 ),
 
--- per customer and month: a membership held on the first day (S) / on the period end (E)
+-- per customer and month: a membership held when the month opens (S: on the day before its
+-- first day, so S is the month before's E) / on the period end (E)
 member_months as (
 
     select
@@ -224,8 +225,8 @@ member_months as (
         months_to_count.month,
         months_to_count.period_end,
         bool_or(
-            kept_memberships.starts_on <= months_to_count.month
-            and kept_memberships.ends_on >= months_to_count.month
+            kept_memberships.starts_on <= months_to_count.month - 1
+            and kept_memberships.ends_on >= months_to_count.month - 1
         ) as at_start,
         bool_or(
             kept_memberships.starts_on <= months_to_count.period_end
@@ -236,7 +237,7 @@ member_months as (
         on
             kept_memberships.club_id = months_to_count.club_id
             and kept_memberships.starts_on <= months_to_count.period_end
-            and kept_memberships.ends_on >= months_to_count.month
+            and kept_memberships.ends_on >= months_to_count.month - 1
     group by 1, 2, 3, 4
 
 ),
@@ -263,6 +264,7 @@ churned as (
 
 ),
 
+-- N: customers in E who were not in S (new, or back after a gap), so E - N = retained
 held as (
 
     select
@@ -270,32 +272,9 @@ held as (
         club_id,
         count(*) filter (where at_start) as customers_start,
         count(*) filter (where at_end) as customers_end,
+        count(*) filter (where at_end and not at_start) as new_customers,
         count(*) filter (where at_start and at_end) as retained_customers
     from member_months
-    group by 1, 2
-
-),
-
--- N: the first membership starts after the month's first day, by the period end
-new_customers as (
-
-    select
-        months_to_count.month,
-        firsts.club_id,
-        count(*) as new_customers
-    from (
-        select
-            customer_id,
-            min(club_id) as club_id,
-            min(starts_on) as first_starts_on
-        from kept_memberships
-        group by customer_id
-    ) as firsts
-    inner join months_to_count
-        on
-            firsts.club_id = months_to_count.club_id
-            and firsts.first_starts_on > months_to_count.month
-            and firsts.first_starts_on <= months_to_count.period_end
     group by 1, 2
 
 ),
@@ -400,7 +379,7 @@ counts as (
         months.period_end - months.month + 1 as days_measured,
         coalesce(stored_counts.customers_start, held.customers_start, 0) as customers_start,
         coalesce(stored_counts.customers_end, held.customers_end, 0) as customers_end,
-        coalesce(stored_counts.new_customers, new_customers.new_customers, 0) as new_customers,
+        coalesce(stored_counts.new_customers, held.new_customers, 0) as new_customers,
         coalesce(stored_counts.retained_customers, held.retained_customers, 0)
             as retained_customers,
         coalesce(stored_counts.churned_customers, churned.churned_customers, 0)
@@ -419,8 +398,6 @@ counts as (
         on months.month = stored_counts.month and clubs.club_id = stored_counts.club_id
     left join held
         on months.month = held.month and clubs.club_id = held.club_id
-    left join new_customers
-        on months.month = new_customers.month and clubs.club_id = new_customers.club_id
     left join churned
         on months.month = churned.month and clubs.club_id = churned.club_id
     left join buyers_by_month
