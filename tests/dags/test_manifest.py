@@ -32,6 +32,7 @@ def _parse_daily(monkeypatch, home):
 
 
 def test_manifest_and_dbt_ls_render_the_same_tasks(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "per_model")  # Cosmos renders the tasks
     used, from_ls = _parse_daily(monkeypatch, tmp_path / "no-manifest")
     assert used is None  # nothing stored: dbt ls
 
@@ -67,3 +68,22 @@ def test_a_changed_project_makes_the_manifest_stale(tmp_path):
 
     model.write_text("select 2 as two\n")  # an edit, same file names
     assert fresh_manifest(settings) is None
+
+
+def test_one_build_mode_parses_a_missing_manifest_and_names_tasks_as_the_per_model_mode(
+    tmp_path, monkeypatch
+):
+    home = tmp_path / "one-build"
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "one_build")
+    used, one_build = _parse_daily(monkeypatch, home)
+    assert used is None and fresh_manifest(Settings(home=home))  # parsed and stored once
+
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "per_model")
+    _, per_model = _parse_daily(monkeypatch, home)
+    # the same task per model and seed, with the same dependencies between them, plus the build
+    assert set(one_build) == set(per_model) | {"dbt.build"}
+    assert one_build["dbt.build"] == ["prepare_warehouse"]
+    for task_id, upstream in per_model.items():
+        if task_id.startswith("dbt."):  # inside the group the roots wait for the build
+            upstream = [t for t in upstream if t.startswith("dbt.")] + ["dbt.build"]
+        assert sorted(upstream) == one_build[task_id], task_id
