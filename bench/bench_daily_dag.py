@@ -6,9 +6,10 @@ against the other on the same club and the same machine, in one run.
 
 The club is generated once into a template database; each mode gets its own copy (CREATE
 DATABASE ... TEMPLATE) and its own Airflow home, and runs the same consecutive days with the
-logical clock. Prints the load average before each mode, the seconds of each day, and the
-outbox of each mode (the same for every mode: the dbt graph is the same, only how it is
-invoked differs). Without --server-url an embedded PostgreSQL is started and stopped.
+logical clock. Prints the load average before each mode, the seconds of each day, the CPU
+seconds of the run_daily process and its dbt subprocesses, and the outbox of each mode (the
+same for every mode: the dbt graph is the same, only how it is invoked differs). Without
+--server-url an embedded PostgreSQL is started and stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -107,12 +109,18 @@ def main() -> int:
             murl = _db(server, name, template=template)
             load = os.getloadavg()
             t0 = time.monotonic()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             lines = run_mode(murl, mode, args.start, args.days, state / f"airflow-{mode}")
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             wall = time.monotonic() - t0
+            # CPU of run_daily and the dbt processes it started (not PostgreSQL's): less
+            # sensitive than wall time to what else the machine runs
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             secs = [x["seconds"] for x in lines]
             print(f"{mode:>10}: load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} | days "
                   + ", ".join(f"{s:.1f}" for s in secs)
-                  + f" s | sum {sum(secs):.1f} s | process {wall:.1f} s (DAG parse included)",
+                  + f" s | sum {sum(secs):.1f} s | process {wall:.1f} s (DAG parse "
+                  f"included), CPU {cpu:.1f} s",
                   flush=True)
             outboxes[mode] = outbox(murl)
             _drop(server, name)
