@@ -86,8 +86,8 @@ def _plan_date():
 def one_build_group() -> TaskGroup:
     """The day's dbt graph as one `dbt build` (task dbt.build), then one task per model or
     seed, named as the per-model mode names them, that passes when its node and the tests
-    that gate it passed, fails when they failed (planning waits for every one), and builds its
-    node itself when dbt skipped it or on a retry (lifecycle.transform.day_build)."""
+    that gate it passed in that build, and otherwise builds its node with its tests itself
+    and fails as dbt does (planning waits for every one; lifecycle.transform.day_build)."""
     with TaskGroup("dbt") as group:
 
         @task(task_id="build")
@@ -103,16 +103,13 @@ def one_build_group() -> TaskGroup:
                 from lifecycle.transform.day_build import build_node, verdict
 
                 ti = get_current_context()["ti"]
-                results = ti.xcom_pull(task_ids="dbt.build") or {}
-                mine = results.get(NODES[name].unique_id, {}).get("status")
-                if ti.try_number == 1:
-                    why = verdict(results, NODES[name])
-                    if why is None:
-                        return
-                    if mine not in (None, "skipped"):
-                        raise RuntimeError(f"dbt build as of {_plan_date()}: {why}")
-                # skipped by the day's build (an upstream model failed, then passed on its
-                # retry), or a retry of this task: build the node and its tests now
+                why = verdict(ti.xcom_pull(task_ids="dbt.build") or {}, NODES[name])
+                if why is None:
+                    return  # built and tested by the day's build
+                # Failed or skipped in the day's build: build the node and its tests now, so
+                # a retry (or a model whose upstream passed on its retry) runs dbt again; a
+                # failure shows dbt's message here. (Not try_number: clearing a run raises it.)
+                log.warning("dbt build as of %s: %s; building it on its own", _plan_date(), why)
                 phases = ti.xcom_pull(task_ids="validate_rules")
                 build_node(warehouse_url(), _plan_date(), phases, NODES[name], settings=SETTINGS)
 

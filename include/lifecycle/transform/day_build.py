@@ -6,12 +6,14 @@ small task per model or seed says how that node and the tests that gate it did, 
 still shows each model's result and planning waits for all of them. The per-model mode ran
 one dbt invocation per node instead: 27 dbt start-ups and project parses a day.
 
-A model's task passes when its node and its tests passed in the day's build. Otherwise, and
-on a retry of the task, it builds its node itself (``dbt build --select <node>``, tests
-included), as the per-model mode did: a model dbt skipped because an upstream model failed is
-built once that upstream model's task passes on its retry, and a retry of a failed model
-builds it again. Everything the build writes is for the logical date D (docs/architecture.md
-#3), so building a node twice gives the same tables.
+A model's task passes when its node and its tests passed in the day's build. Otherwise it
+builds its node itself (``dbt build --select <node>``, tests included), as the per-model mode
+did, and passes or fails as that build does: a failing model fails its task (with dbt's
+message) and planning does not run; a retry of that task builds it again; a model dbt skipped
+because an upstream model failed is built once that upstream model's task passes on a retry.
+(The task's try number cannot tell a retry: clearing a run raises it too.) Everything the
+build writes is for the logical date D (docs/architecture.md #3), so building a node twice
+gives the same tables.
 
 No Airflow here: the DAG's tasks call these functions (docs/architecture.md #7).
 """
