@@ -25,7 +25,7 @@ from datetime import timedelta
 from functools import partial
 
 import pendulum
-from airflow.sdk import Asset, Connection, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Connection, Param, TaskGroup, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 from cosmos import (
     DbtTaskGroup,
@@ -52,6 +52,25 @@ OUTBOX = Asset("lifecycle_outbox")
 # every task process (~14 s of CPU each: with 28 dbt tasks a day, most of a day's run).
 MANIFEST = fresh_manifest(SETTINGS)
 
+
+def _one_build_nodes() -> dict:
+    """The dbt nodes of LIFECYCLE_DBT_MODE=one_build, from the stored manifest (parsed here
+    once when missing or stale); empty for per_model, or when no manifest can be had (the DAG
+    then renders the per-model Cosmos tasks with `dbt ls`, as before)."""
+    from lifecycle.transform.day_build import graph
+    from lifecycle.transform.dbt import DbtError, ensure_manifest
+
+    if SETTINGS.dbt_mode != "one_build":
+        return {}
+    try:
+        return graph(MANIFEST or ensure_manifest(SETTINGS))
+    except (OSError, DbtError) as exc:
+        logging.getLogger(__name__).warning("no dbt manifest (dbt runs per model): %s", exc)
+        return {}
+
+
+NODES = _one_build_nodes()
+
 log = logging.getLogger(__name__)
 CONN_ID = os.environ.get("LIFECYCLE_WAREHOUSE_CONN_ID", "lifecycle_warehouse")
 
@@ -62,6 +81,47 @@ def warehouse_url() -> str:
 
 def _plan_date():
     return get_current_context()["logical_date"].date()
+
+
+def one_build_group() -> TaskGroup:
+    """The day's dbt graph as one `dbt build` (task dbt.build), then one task per model or
+    seed, named as the per-model mode names them, that passes when its node and the tests
+    that gate it passed in that build, and otherwise builds its node with its tests itself
+    and fails as dbt does (planning waits for every one; lifecycle.transform.day_build)."""
+    with TaskGroup("dbt") as group:
+
+        @task(task_id="build")
+        def build() -> dict:
+            from lifecycle.transform.day_build import build_day
+
+            phases = get_current_context()["ti"].xcom_pull(task_ids="validate_rules")
+            return build_day(warehouse_url(), _plan_date(), phases, settings=SETTINGS)
+
+        def node_task(name: str):
+            @task(task_id=f"{name}_{NODES[name].resource_type}_build")
+            def node() -> None:
+                from lifecycle.transform.day_build import build_node, verdict
+
+                ti = get_current_context()["ti"]
+                why = verdict(ti.xcom_pull(task_ids="dbt.build") or {}, NODES[name])
+                if why is None:
+                    return  # built and tested by the day's build
+                # Failed or skipped in the day's build: build the node and its tests now, so
+                # a retry (or a model whose upstream passed on its retry) runs dbt again; a
+                # failure shows dbt's message here. (Not try_number: clearing a run raises it.)
+                log.warning("dbt build as of %s: %s; building it on its own", _plan_date(), why)
+                phases = ti.xcom_pull(task_ids="validate_rules")
+                build_node(warehouse_url(), _plan_date(), phases, NODES[name], settings=SETTINGS)
+
+            return node()
+
+        built = build()
+        tasks = {name: node_task(name) for name in NODES}
+        for name, t in tasks.items():
+            built >> t
+            for parent in NODES[name].parents:
+                tasks[parent] >> t
+    return group
 
 
 @dag(
@@ -137,46 +197,51 @@ def lifecycle_daily():
         except (OSError, DbtError) as exc:
             log.warning("dbt manifest not refreshed (the DAG renders with dbt ls): %s", exc)
 
-    dbt = DbtTaskGroup(
-        group_id="dbt",
-        project_config=ProjectConfig(SETTINGS.dbt_project_dir, manifest_path=MANIFEST,
-                                     install_dbt_deps=False),
-        profile_config=ProfileConfig(
-            profile_name="lifecycle",
-            target_name="warehouse",
-            profile_mapping=PostgresUserPasswordProfileMapping(
-                conn_id=CONN_ID,
-                profile_args={"schema": SETTINGS.dbt_schema, "threads": SETTINGS.dbt_threads},
+    if NODES:
+        dbt = one_build_group()
+    else:
+        dbt = DbtTaskGroup(
+            group_id="dbt",
+            project_config=ProjectConfig(SETTINGS.dbt_project_dir, manifest_path=MANIFEST,
+                                         install_dbt_deps=False),
+            profile_config=ProfileConfig(
+                profile_name="lifecycle",
+                target_name="warehouse",
+                profile_mapping=PostgresUserPasswordProfileMapping(
+                    conn_id=CONN_ID,
+                    profile_args={"schema": SETTINGS.dbt_schema, "threads": SETTINGS.dbt_threads},
+                ),
             ),
-        ),
-        execution_config=ExecutionConfig(
-            dbt_executable_path=str(dbt_executable()),
-            invocation_mode=InvocationMode.DBT_RUNNER,
-        ),
-        render_config=RenderConfig(
-            load_method=LoadMode.DBT_MANIFEST if MANIFEST else LoadMode.DBT_LS,
-            test_behavior=TestBehavior.BUILD,
-        ),
-        operator_args={
-            # dbt runs in the task's process: its behaviour flags must not walk the stack
-            # (lifecycle.transform.dbt.cheap_behavior_flag_source: a third of a demo day by day 10)
-            "pre_execute": before_dbt_task,
-            # The phases come from the rules file validated by this run (docs/architecture.md #1).
-            "vars": {"as_of_date": "{{ ds }}", "lifecycle_phases": PHASES_FROM_VALIDATE_RULES,
-                     # national phones get the club's calling code (LIFECYCLE_DEFAULT_REGION)
-                     "default_country_code": SETTINGS.default_country_code},
-            # A model's task runs the tests whose other parents are its ancestors (built
-            # before it): a relationships test waits for the model that declares it.
-            # Unit tests check model logic, not the day's data: they run in CI (`make test`),
-            # not in every daily build (dbt's own advice for production).
-            "dbt_cmd_flags": [
-                "--indirect-selection",
-                "buildable",
-                "--exclude-resource-type",
-                "unit_test",
-            ],
-        },
-    )
+            execution_config=ExecutionConfig(
+                dbt_executable_path=str(dbt_executable()),
+                invocation_mode=InvocationMode.DBT_RUNNER,
+            ),
+            render_config=RenderConfig(
+                load_method=LoadMode.DBT_MANIFEST if MANIFEST else LoadMode.DBT_LS,
+                test_behavior=TestBehavior.BUILD,
+            ),
+            operator_args={
+                # dbt runs in the task's process: its behaviour flags must not walk the stack
+                # (lifecycle.transform.dbt.cheap_behavior_flag_source: a third of a demo day
+                # by day 10)
+                "pre_execute": before_dbt_task,
+                # The phases come from the rules file validated by this run
+                # (docs/architecture.md #1).
+                "vars": {"as_of_date": "{{ ds }}", "lifecycle_phases": PHASES_FROM_VALIDATE_RULES,
+                         # national phones get the club's calling code (LIFECYCLE_DEFAULT_REGION)
+                         "default_country_code": SETTINGS.default_country_code},
+                # A model's task runs the tests whose other parents are its ancestors (built
+                # before it): a relationships test waits for the model that declares it.
+                # Unit tests check model logic, not the day's data: they run in CI (`make test`),
+                # not in every daily build (dbt's own advice for production).
+                "dbt_cmd_flags": [
+                    "--indirect-selection",
+                    "buildable",
+                    "--exclude-resource-type",
+                    "unit_test",
+                ],
+            },
+        )
 
     @task(outlets=[OUTBOX])
     def plan() -> dict:

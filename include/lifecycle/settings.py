@@ -222,6 +222,12 @@ class Settings(BaseSettings):
     )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
+    dbt_mode: Literal["one_build", "per_model"] = Field(
+        default="one_build",
+        description="How lifecycle_daily runs dbt: one_build = one `dbt build` a day, then a "
+        "task per model reports its result (and builds it again on a retry); per_model = one "
+        "Cosmos dbt task per model (a dbt start-up and project parse each)",
+    )
 
     @field_validator("default_region", mode="before")
     @classmethod

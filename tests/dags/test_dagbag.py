@@ -55,8 +55,34 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
         assert "plan" in {t.task_id for t in dispatch.get_flat_relatives(upstream=True)}
     # planning hands over to lifecycle_dispatch through the outbox Asset
     assert [o.name for o in dag.get_task("plan").outlets] == ["lifecycle_outbox"]
-    # dbt builds as of the run's logical date, with the phases validate_rules returned
-    # (docs/architecture.md #1: the rules file, never a hand-kept copy)
+    # LIFECYCLE_DBT_MODE=one_build (the default): one dbt build, then a task per model that
+    # waits for the build and for its parents' tasks (lifecycle.transform.day_build)
+    build = dag.get_task("dbt.build")
+    assert "validate_rules" in {t.task_id for t in build.get_flat_relatives(upstream=True)}
+    assert "dbt.metrics_retention_monthly_model_build" in dbt_tasks
+    for model in dbt_tasks - {"dbt.build"}:
+        assert "dbt.build" in dag.get_task(model).upstream_task_ids, model
+    facts = dag.get_task("dbt.customer_facts_model_build").upstream_task_ids
+    assert {"dbt.int_visits_customer_model_build", "dbt.stg_club__customers_model_build"} <= facts
+    history = dag.get_task("dbt.customer_lifecycle_history_model_build").upstream_task_ids
+    assert history == {"dbt.build", "dbt.customer_lifecycle_stage_model_build"}
+
+
+def test_per_model_mode_builds_each_model_in_its_own_cosmos_task(monkeypatch):
+    """LIFECYCLE_DBT_MODE=per_model: one Cosmos dbt task per model, as of the run's logical
+    date, with the phases validate_rules returned (docs/architecture.md #1: the rules file,
+    never a hand-kept copy)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from lifecycle.settings import Settings
+    from lifecycle.transform.dbt import before_dbt_task
+
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "per_model")
+    bag = DagBag(dag_folder=str(Settings().project_dir / "dags" / "lifecycle_daily.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["lifecycle_daily"]
+    dbt_tasks = {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")}
+    assert "dbt.build" not in dbt_tasks
     phases_from_xcom = "{{ ti.xcom_pull(task_ids='validate_rules') }}"
     for model in (
         "customer_facts",
@@ -72,8 +98,6 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
         )
     assert "dbt.metrics_retention_monthly_model_build" in dbt_tasks
     # dbt runs in the task's process: every dbt task first makes its behaviour flags cheap
-    from lifecycle.transform.dbt import before_dbt_task
-
     assert {dag.get_task(t)._pre_execute_hook for t in dbt_tasks} == {before_dbt_task}
 
 

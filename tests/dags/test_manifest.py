@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from lifecycle.settings import Settings
-from lifecycle.transform.dbt import ensure_manifest, fresh_manifest, manifest_path, write_manifest
+from lifecycle.transform.dbt import ensure_manifest, fresh_manifest, manifest_path
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +32,18 @@ def _parse_daily(monkeypatch, home):
 
 
 def test_manifest_and_dbt_ls_render_the_same_tasks(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "per_model")  # Cosmos renders the tasks
     used, from_ls = _parse_daily(monkeypatch, tmp_path / "no-manifest")
     assert used is None  # nothing stored: dbt ls
 
+    # LIFECYCLE_DBT_MODE=one_build needs the manifest: the DAG file parses and stores it once
     home = tmp_path / "with-manifest"
-    written = write_manifest(Settings(home=home))
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "one_build")
+    used, one_build = _parse_daily(monkeypatch, home)
+    written = fresh_manifest(Settings(home=home))
+    assert used is None and written == manifest_path(Settings(home=home))
+
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "per_model")
     used, from_manifest = _parse_daily(monkeypatch, home)
     assert used == written
 
@@ -44,6 +51,15 @@ def test_manifest_and_dbt_ls_render_the_same_tasks(tmp_path, monkeypatch):
     dbt_tasks = {t for t in from_ls if t.startswith("dbt.")}
     assert {"dbt.customer_facts_model_build", "dbt.service_catalog_seed_build"} <= dbt_tasks
     assert len(dbt_tasks) >= 20
+
+    # one_build: the same task per model and seed, with the same dependencies between them,
+    # plus the build they all wait for
+    assert set(one_build) == set(from_ls) | {"dbt.build"}
+    assert one_build["dbt.build"] == ["prepare_warehouse"]
+    for task_id, upstream in from_ls.items():
+        if task_id.startswith("dbt."):  # inside the group the roots wait for the build
+            upstream = [t for t in upstream if t.startswith("dbt.")] + ["dbt.build"]
+        assert sorted(upstream) == one_build[task_id], task_id
 
 
 def test_a_changed_project_makes_the_manifest_stale(tmp_path):
@@ -67,3 +83,4 @@ def test_a_changed_project_makes_the_manifest_stale(tmp_path):
 
     model.write_text("select 2 as two\n")  # an edit, same file names
     assert fresh_manifest(settings) is None
+
