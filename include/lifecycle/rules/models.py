@@ -209,39 +209,34 @@ class Templates(BaseModel):
     email: EmailTemplate | None = None
 
 
-class Offer(BaseModel):
-    """What the message offers; extra fields (price, valid_until...) are usable in templates."""
+SERVICE_CODE = r"^[a-z0-9_]+$"
+
+
+class CatalogEntry(BaseModel):
+    """One service a next-best offer may propose: its title and optional fields (an Offer
+    without its code: the catalog's key is the code)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    code: str = Field(
-        min_length=1, pattern=r"^[a-z0-9_]+$", description="Short id: lowercase, digits, _"
-    )
     title: str = Field(min_length=1, description="Shown to the customer as {{ offer.title }}")
     margin: float = Field(
         default=1.0,
         gt=0,
         le=1,
         description="Share of the offer's revenue the club keeps (0 < margin <= 1; 0.35 = 35%); "
-        "the report's profit is incremental revenue x margin - message cost. Default 1 (100%)",
+        "the report's profit is incremental revenue x margin - message cost; of a next-best "
+        "offer's equal ranks the higher margin is offered. Default 1 (100%)",
     )
 
 
-class CatalogEntry(BaseModel):
-    """One service a next-best offer may propose: its title and optional fields."""
+class Offer(CatalogEntry):
+    """What the message offers; extra fields (price, valid_until...) are usable in templates."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
-    title: str = Field(min_length=1, description="Shown to the customer as {{ offer.title }}")
-    margin: float = Field(
-        default=1.0,
-        gt=0,
-        le=1,
-        description="Share of the service's revenue the club keeps (0 < margin <= 1), as an "
-        "offer's margin; of equal ranks the higher margin is offered. Default 1 (100%)",
+    code: str = Field(
+        min_length=1, pattern=SERVICE_CODE, description="Short id: lowercase, digits, _"
     )
 
 
 NEXT_BEST_OFFER = "next_best_offer"
-SERVICE_CODE = r"^[a-z0-9_]+$"
 
 
 class DynamicOffer(BaseModel):
