@@ -32,18 +32,16 @@ import os
 import platform
 import tempfile
 import time
-import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from bench_generate_load import label, parse_size
+from bench_generate_load import fresh_database, label, parse_size
 from psycopg import sql
 
 from lifecycle.data.generator import generate
 from lifecycle.settings import get_settings
 from lifecycle.transform.dbt import run_dbt
-from lifecycle.warehouse.migrations import migrate
 from lifecycle.warehouse.server import resolve_url
 
 LATE_SHARE = 0.05  # of the new day's visits, how many are dated three days earlier instead
@@ -342,15 +340,10 @@ def main() -> None:
         f"incremental as of {args.end + timedelta(days=1)}\n"
     )
 
-    admin = server.rsplit("/", 1)[0] + "/postgres"
     summary = []
     for n in sizes:
-        name = f"bench_dbt_{label(n).lower()}_{uuid.uuid4().hex[:6]}"
-        url = server.rsplit("/", 1)[0] + "/" + name
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'create database "{name}"')
-        try:
-            migrate(url)
+        with fresh_database(server, f"bench_dbt_{label(n).lower()}_", keep=args.keep) as url:
+            name = url.rsplit("/", 1)[1]
             gen = generate(n, args.start, args.end, args.seed, url=url)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("vacuum analyze")
@@ -375,10 +368,6 @@ def main() -> None:
                 )
             summary.append((n, gen.rows["visits.csv"], full, incremental))
             print()
-        finally:
-            if not args.keep:
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'drop database if exists "{name}" with (force)')
 
     print(
         "| customers | visits | full build s (models / tests) | incremental build s "

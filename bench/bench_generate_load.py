@@ -50,8 +50,10 @@ def label(n: int) -> str:
 
 
 @contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    name = "bench_" + uuid.uuid4().hex[:10]
+def fresh_database(server: str, prefix: str = "bench_", keep: bool = False) -> Iterator[str]:
+    """A new migrated database on ``server`` named ``prefix`` + a random suffix; dropped
+    afterwards unless ``keep``."""
+    name = prefix + uuid.uuid4().hex[: 10 if prefix == "bench_" else 6]
     admin = server.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
@@ -60,8 +62,9 @@ def fresh_database(server: str) -> Iterator[str]:
         migrate(url)
         yield url
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
+        if not keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def table_rows(url: str) -> dict[str, int]:

@@ -23,19 +23,17 @@ import os
 import platform
 import tempfile
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
 import psycopg
-from bench_generate_load import label, parse_size
+from bench_generate_load import fresh_database, label, parse_size
 
 from lifecycle.data.generator import generate
 from lifecycle.rules.loading import load_rules
 from lifecycle.settings import get_settings
 from lifecycle.transform.dbt import run_dbt
 from lifecycle.transform.dbt_vars import phase_vars
-from lifecycle.warehouse.migrations import migrate
 from lifecycle.warehouse.server import resolve_url
 
 MODELS = ("customer_next_best_offer", "customer_send_hour")
@@ -131,14 +129,10 @@ def main() -> None:
         times = time_models(url, as_of, args.repeat)
         summary.append((args.on, times, _figures(url)))
     else:
-        admin = server.rsplit("/", 1)[0] + "/postgres"
         for n in (parse_size(s) for s in args.sizes.split(",")):
-            name = f"bench_nbo_{label(n).lower()}_{uuid.uuid4().hex[:6]}"
-            url = server.rsplit("/", 1)[0] + "/" + name
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'create database "{name}"')
-            try:
-                migrate(url)
+            prefix = f"bench_nbo_{label(n).lower()}_"
+            with fresh_database(server, prefix, keep=args.keep) as url:
+                name = url.rsplit("/", 1)[1]
                 gen = generate(n, args.start, args.end, args.seed, url=url)
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("vacuum analyze")
@@ -146,10 +140,6 @@ def main() -> None:
                       f"purchases {gen.rows['purchases.csv']:,}; generated in {gen.seconds:.0f} s")
                 times = time_models(url, args.end, args.repeat)
                 summary.append((label(n), times, _figures(url)))
-            finally:
-                if not args.keep:
-                    with psycopg.connect(admin, autocommit=True) as conn:
-                        conn.execute(f'drop database if exists "{name}" with (force)')
     print("\n| customers | customer_next_best_offer s (rows) | customer_send_hour s (rows) "
           "| with a next-best service | with a habit time |")
     print("|---|---:|---:|---:|---:|")
