@@ -91,14 +91,19 @@ class DispatchReport:
 
 _SKIP_SUPPRESSED = """
 with hit as (
-    -- the customer is suppressed on the channel, or the address the row goes to is
+    -- the customer is suppressed on the channel, or the address the row goes to is, or the
+    -- address is dead (lifecycle.contacts: a phone serves sms and call, an email email)
     select o.outbox_id,
            case coalesce(s.reason, a.reason) when 'manual' then 'suppressed'
-                else coalesce(s.reason, a.reason) end as reason
+                else coalesce(s.reason, a.reason, 'dead_contact') end as reason
     from ops.outbox o
     left join ops.suppressions s on s.customer_id = o.customer_id and s.channel = o.channel
     left join ops.address_suppressions a on a.channel = o.channel and a.address = o.to_address
-    where o.status = 'planned' and (s.customer_id is not null or a.address is not null)
+    left join ops.dead_contacts d
+           on d.kind = case o.channel when 'email' then 'email' else 'phone' end
+          and d.address = o.to_address
+    where o.status = 'planned'
+      and (s.customer_id is not null or a.address is not null or d.address is not null)
     for update of o skip locked
 )
 update ops.outbox o set status = 'expired', last_error = hit.reason, updated_at = now()
@@ -110,7 +115,8 @@ def skip_suppressed(conn: psycopg.Connection) -> int:
     """Expire planned rows whose customer, or the address they go to, is suppressed on the
     row's channel (not committed).
 
-    ``last_error`` is the skip reason (opted_out, hard_bounce, spam_complaint, suppressed): an
+    ``last_error`` is the skip reason (opted_out, hard_bounce, spam_complaint, suppressed,
+    dead_contact): an
     opt-out received after planning stops that day's pending messages (docs/architecture.md #4:
     expired = certainly not sent; the step's key is released, and planning skips while
     suppressed).
@@ -160,6 +166,9 @@ def claim(
                           where s.customer_id = o.customer_id and s.channel = o.channel)
           and not exists (select 1 from ops.address_suppressions a
                           where a.channel = o.channel and a.address = o.to_address)
+          and not exists (select 1 from ops.dead_contacts d
+                          where d.kind = case o.channel when 'email' then 'email' else 'phone' end
+                            and d.address = o.to_address)
         order by send_at, outbox_id
         limit %(limit)s
         for update skip locked

@@ -295,7 +295,8 @@ def compute_plan(
     ids = sorted({c.customer_id for c in candidates})
     history = load_history(conn, ids, plan_date, lookback_days(rules))
     phones = {c.customer_id: c.facts.get("phone") for c in candidates}
-    suppressions = load_suppressions(conn, ids, phones)
+    emails = {c.customer_id: c.facts.get("email") for c in candidates}
+    suppressions = load_suppressions(conn, ids, phones, emails)
     # customers of steps with an offer chosen per member (any variant): read their rankings
     dynamic = sorted({
         c.customer_id for c in candidates

@@ -10,9 +10,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from lifecycle.contacts import CHANNEL_KIND, EMAIL, PHONE, dead_addresses, normalize
 from lifecycle.logs import get_logger
 from lifecycle.planning.plan import (
     CONTROL_GROUP,
+    DEAD_CONTACT,
     Candidate,
     History,
     PlanningError,
@@ -151,7 +153,10 @@ def load_history(
 
 
 def load_suppressions(
-    conn: psycopg.Connection, customer_ids: list[str], phones: dict[str, str] | None = None
+    conn: psycopg.Connection,
+    customer_ids: list[str],
+    phones: dict[str, str] | None = None,
+    emails: dict[str, str] | None = None,
 ) -> dict[tuple, str]:
     """(customer_id, channel) -> suppression reason, for these customers.
 
@@ -159,7 +164,9 @@ def load_suppressions(
     replayed past day too (sending to someone who opted out is the one thing never allowed).
     ``phones`` (customer_id -> E.164 phone, customer_facts' ``phone``) adds the customers whose
     number is suppressed (``ops.address_suppressions``: a STOP from it, even one received
-    before the customer was loaded).
+    before the customer was loaded). A phone or an email in ``ops.dead_contacts`` (``emails``:
+    customer_id -> email) gives reason ``dead_contact`` on the channels it serves, unless a
+    suppression above already names the channel.
     """
     rows = conn.execute(
         "select customer_id, channel, reason from ops.suppressions where customer_id = any(%s)",
@@ -179,6 +186,16 @@ def load_suppressions(
         for phone, reason in rows:
             for customer_id in by_phone[phone]:
                 out.setdefault((customer_id, "sms"), reason)
+    for kind, addresses in ((PHONE, phones), (EMAIL, emails)):
+        held = {c: normalize(kind, a) for c, a in (addresses or {}).items() if a}
+        dead = dead_addresses(conn, kind, list(held.values()))
+        if not dead:
+            continue
+        channels = [ch for ch, k in CHANNEL_KIND.items() if k == kind]
+        for customer_id, address in held.items():
+            if address in dead:
+                for ch in channels:
+                    out.setdefault((customer_id, ch), DEAD_CONTACT)
     return out
 
 

@@ -37,6 +37,7 @@ RENDER_FAILED = "render_failed"
 LOWER_PRIORITY = "lower_priority"
 SHARED_CONTACT = "shared_contact"
 VOLUME_GUARD = "volume_guard"
+DEAD_CONTACT = "dead_contact"
 SKIP_REASONS = (
     CONTROL_GROUP,
     ALREADY_SENT,
@@ -48,6 +49,7 @@ SKIP_REASONS = (
     HARD_BOUNCE,
     SPAM_COMPLAINT,
     SUPPRESSED,
+    DEAD_CONTACT,
     TOO_LONG,
     RENDER_FAILED,
     LOWER_PRIORITY,
@@ -60,6 +62,7 @@ SUPPRESSION_SKIPS = {
     "hard_bounce": HARD_BOUNCE,
     "spam_complaint": SPAM_COMPLAINT,
     "manual": SUPPRESSED,
+    DEAD_CONTACT: DEAD_CONTACT,  # ops.dead_contacts (lifecycle.contacts)
 }
 LIVE_STATUSES = ("planned", "claimed", "sent", "unknown")
 

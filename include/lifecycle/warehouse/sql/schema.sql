@@ -239,6 +239,26 @@ create table if not exists ops.address_suppressions (
     primary key (channel, address)
 );
 
+-- Contacts known to be dead (contact health): a phone or an email address no message reaches,
+-- whoever holds it, with the first evidence seen. Provider events (a hard bounce, an undelivered
+-- SMS, a carrier failure) and call outcomes (a wrong number) add rows through
+-- lifecycle.contacts.mark_dead; planning skips a customer whose contact for a channel is here
+-- (skip reason dead_contact): a phone serves SMS and calls, an email the email channel. A new
+-- phone or email on the customer's record is a different address, so it is reachable again.
+create table if not exists ops.dead_contacts (
+    kind        text not null check (kind in ('phone', 'email')),
+    -- E.164 phone (+380671234567) or lower-case email, as customer_facts and the outbox hold it
+    address     text not null check (address <> ''),
+    evidence    text not null
+                check (evidence in ('hard_bounce', 'undelivered', 'wrong_number', 'carrier_failure')),
+    -- when the evidence happened (the provider's or the call's time), not when it was loaded
+    observed_at timestamptz not null,
+    -- where it came from: 'twilio', 'sendgrid', 'calls:<file>', ...
+    source      text not null,
+    created_at  timestamptz not null default now(),
+    primary key (kind, address)
+);
+
 -- Dates allowed to exceed the policy's volume guard (an intended big send), with why.
 create table if not exists ops.volume_overrides (
     plan_date  date primary key,
