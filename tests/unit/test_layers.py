@@ -13,10 +13,11 @@ import lifecycle
 PACKAGE = Path(resources.files(lifecycle))
 
 # room -> the rooms (or modules) it may import; a room is a subpackage or a top-level module.
-BASE = {"settings", "logs"}
+BASE = {"settings", "logs", "contacts"}
 ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "logs": set(),
+    "contacts": set(),
     "warehouse": {"settings"},
     "data": BASE | {"warehouse"},
     "rules": {"settings", "warehouse.facts"},
