@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from lifecycle.insight import charts, uplift
+from lifecycle.insight import charts, forecast, uplift
 from lifecycle.logs import get_logger
 from lifecycle.rules import sms
 from lifecycle.rules.compiled import Rules
@@ -77,6 +77,7 @@ SECTIONS = (
     ("headline", "In short"),
     ("uplift", "Did the messages work?"),
     ("phases", "Phase by phase"),
+    ("forecast", "Next month: the profit to expect"),
     ("funnel", "Delivery: sent, delivered, opened, clicked"),
     ("audience", "Daily audience and sends"),
     ("skips", "Who was not messaged, and why"),
@@ -280,8 +281,7 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
         cmp_ = uplift.compare(nt, xt, nc, xc)
         event = (t or c or {}).get("event")
         noun, verb = EVENT_WORDS.get(event, ("conversions", "converted"))
-        # billed units: SMS segments (a Cyrillic text of 71+ characters is two), not messages
-        cost = sent["segments"] * settings.sms_cost + sent["email"] * settings.email_cost
+        cost = message_cost(sent, settings)
         revenue = sum(float((a or {}).get("revenue", 0)) for a in (t, c))
         margin_revenue = sum(float((a or {}).get("margin_revenue", 0)) for a in (t, c))
         money = uplift.money(cmp_, revenue, margin_revenue, cost)
@@ -289,10 +289,18 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
             "phase": phase, "noun": noun, "verb": verb, "cmp": cmp_, "sent": sent,
             "messages": sent["sms"] + sent["email"], "cost": cost, "money": money,
             "margin": margin_revenue / revenue if revenue else None,
+            "revenue": revenue, "margin_revenue": margin_revenue,
             "incremental_revenue": money.revenue[0] if money.revenue else None,
             "open_windows": (t or {}).get("open_windows", 0) + (c or {}).get("open_windows", 0),
         })
     return out
+
+
+def message_cost(sent: dict[str, int], settings: Settings) -> float:
+    """What a phase's sent messages cost: billed units x price. SMS are billed by segment (a
+    Cyrillic text of 71+ characters is two), calls at ``call_cost`` when the settings have it."""
+    return (sent["segments"] * settings.sms_cost + sent["email"] * settings.email_cost
+            + sent.get("call", 0) * getattr(settings, "call_cost", 0.0))
 
 
 def _funnel(conn: psycopg.Connection, schema: str, first: date,
@@ -515,8 +523,11 @@ def build_report(
         )
         sim = _simulation(conn, first, last)
         offers = _offers(conn, schema, first, last, settings.club_timezone)
-    ctx = _context(settings, first, last, customers, daily, skips, per_customer, outbox, arms,
-                   funnel, retention, sim, everyone)
+        ctx = _context(settings, first, last, customers, daily, skips, per_customer, outbox,
+                       arms, funnel, retention, sim, everyone)
+        ahead = forecast.next_month(conn, schema, last, ctx["phases"], margins(rules), rules)
+    ctx["forecast"] = ahead
+    ctx["headline"].update(_forecast_headline(ahead))
     from markupsafe import Markup
 
     ctx["offers"] = offers
@@ -604,6 +615,19 @@ def _triple(name: str, value: uplift.Interval | None) -> dict[str, float | None]
     return {name: None if point is None else round(point, 2),
             f"{name}_low": None if low is None else round(low, 2),
             f"{name}_high": None if high is None else round(high, 2)}
+
+
+def _forecast_headline(ahead: dict[str, Any] | None) -> dict[str, Any]:
+    """The next month's profit (total and range) and the rule of thumb's two figures."""
+    return {
+        **_triple("forecast_profit", ahead and ahead["total"]),
+        "forecast_rule_of_thumb": ahead and _round(ahead["article"].profit),
+        "forecast_rule_of_thumb_measured": ahead and _round(ahead["measured"].profit),
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
 
 
 def _global_headline(c: uplift.Comparison | None) -> dict[str, Any] | None:
