@@ -288,7 +288,9 @@ def next_month(conn: psycopg.Connection, schema: str, last: date, phases: list[d
     on_record = conn.execute(
         "select count(*) from raw.customers "
         "where coalesce(phone, '') <> '' or coalesce(email, '') <> ''").fetchone()[0]
-    alive_base = sum(1 for chans in live.values() if chans)
+    # the base is live on the channels the rules use (every channel without a rules file)
+    used = {ch for names in chans.values() for ch in names} or set(CHANNEL_KIND)
+    alive_base = sum(1 for c in live.values() if c & used)
     service_value, sale_value = sale_values(conn, last)
     y_margin, z_margin = lowest_margin(margins, SERVICE_PHASES), lowest_margin(margins, SALE_PHASES)
     y = None if service_value is None else service_value * (1.0 if y_margin is None else y_margin)
