@@ -24,7 +24,7 @@ def test_a_phase_forecast_computed_by_hand():
     # 200 per conversion. The period's 70 messaged customers cost 28.00 (70 SMS of 2 segments
     # at 0.20): 0.40 a customer, 720 x 0.40 = 288 next month.
     f = phase_forecast("retention", audience=1_000, live=800, control_share=0.10, cmp=cmp_,
-                       revenue=52_000, margin_revenue=20_800, cost=28.0, customers_messaged=70)
+                       margin_revenue=20_800, cost=28.0, customers_messaged=70)
     assert f.live_share == 0.8
     assert f.messaged == pytest.approx(720)
     assert f.value_per_conversion == pytest.approx(200)
@@ -51,7 +51,7 @@ def test_no_true_effect_gives_a_range_that_includes_zero_and_says_a_loss_is_poss
     # 360 x 0.20 = 72 next month. The point is 0 x 1,000 - 72 = -72: the cost, a loss.
     cmp_ = compare(400, 20, 400, 20)
     assert cmp_.verdict == NO_EFFECT
-    f = phase_forecast("stimulation", 500, 400, 0.10, cmp_, 40_000, 40_000, 80.0, 400)
+    f = phase_forecast("stimulation", 500, 400, 0.10, cmp_, 40_000, 80.0, 400)
     point, low, high = f.profit
     assert point == pytest.approx(-72)
     assert low < 0 < high
@@ -62,10 +62,10 @@ def test_no_true_effect_gives_a_range_that_includes_zero_and_says_a_loss_is_poss
 
 
 def test_the_total_sums_the_phases_and_combines_their_ranges():
-    a = phase_forecast("retention", 1_000, 800, 0.10, compare(70, 56, 80, 48), 52_000, 20_800,
-                       28.0, 70)
+    a = phase_forecast("retention", 1_000, 800, 0.10, compare(70, 56, 80, 48), 20_800, 28.0,
+                       70)
     b = phase_forecast("stimulation", 500, 400, 0.10, compare(400, 20, 400, 20), 40_000,
-                       40_000, 80.0, 400)
+                       80.0, 400)
     point, low, high = total_profit([a, b])
     assert point == pytest.approx(28_512 - 72)
     # MOVER: each side's distance is the root of the summed squared distances
@@ -75,14 +75,19 @@ def test_the_total_sums_the_phases_and_combines_their_ranges():
 
 
 def test_a_phase_without_a_control_group_or_conversions_has_no_profit():
-    unmeasured = phase_forecast("activation", 100, 90, 0.1, compare(50, 5, 0, 0), 500, 500, 10, 50)
+    unmeasured = phase_forecast("activation", 100, 90, 0.1, compare(50, 5, 0, 0), 500, 10, 50)
     assert unmeasured.conversions is None and unmeasured.profit is None
     assert "Not measured" in unmeasured.words
-    worthless = phase_forecast("activation", 100, 90, 0.1, compare(50, 0, 50, 0), 0, 0, 10, 50)
+    worthless = phase_forecast("activation", 100, 90, 0.1, compare(50, 0, 50, 0), 0, 10, 50)
     assert worthless.conversions == (0.0, pytest.approx(90 * 0.9 * compare(50, 0, 50, 0).low),
                                      pytest.approx(90 * 0.9 * compare(50, 0, 50, 0).high))
     assert worthless.profit is None and "No conversion" in worthless.words
     assert total_profit([unmeasured, worthless]) is None
+    # an activation's conversion is a visit, which brings no revenue: the profit is the cost
+    # (90 live x 0.9 = 81 to message at 10 / 50 = 0.20 each: 16.20)
+    visits = phase_forecast("activation", 100, 90, 0.1, compare(50, 20, 50, 5), 0, 10, 50)
+    assert visits.profit == pytest.approx((-16.2, -16.2, -16.2))
+    assert "no revenue" in visits.words
 
 
 def test_the_article_rule_of_thumb_with_the_numbers_put_in():

@@ -92,6 +92,8 @@ class PhaseForecast:
                 return "Not measured yet: no messaged and control customers to compare."
             return "No conversion was counted in either group yet, so a conversion has no value."
         point, low, high = p
+        if not self.value_per_conversion:
+            return "Its conversions bring no revenue of their own: the figure is the cost."
         if self.cmp.verdict == uplift.TOO_FEW:
             return "Too few customers were measured: read the figure as a guess."
         if self.cmp.verdict == uplift.NO_EFFECT:
@@ -105,16 +107,16 @@ class PhaseForecast:
 
 
 def phase_forecast(phase: str, audience: int, live: int, control_share: float,
-                   cmp: uplift.Comparison, revenue: float, margin_revenue: float,
-                   cost: float, customers_messaged: int) -> PhaseForecast:
+                   cmp: uplift.Comparison, margin_revenue: float, cost: float,
+                   customers_messaged: int) -> PhaseForecast:
     """A phase's forecast from the period's measurements.
 
-    ``revenue`` and ``margin_revenue`` (revenue x each offer's margin) are summed over both
-    groups' converted customers, as ``uplift.money`` takes them; ``cost`` is what the period's
+    ``margin_revenue`` (each conversion's revenue x its offer's margin) is summed over both
+    groups' converted customers, as ``uplift.money`` takes it; ``cost`` is what the period's
     messages of the phase cost, sent to ``customers_messaged`` customers.
     """
     conversions = cmp.treated_conversions + cmp.control_conversions
-    value = margin_revenue / conversions if conversions and revenue else None
+    value = margin_revenue / conversions if conversions else None
     per_customer = cost / customers_messaged if customers_messaged else 0.0
     return PhaseForecast(phase, audience, live, control_share, cmp, value, per_customer)
 
@@ -269,7 +271,7 @@ def channels_of(rules: Any) -> dict[str, list[str]]:
 def next_month(conn: psycopg.Connection, schema: str, last: date, phases: list[dict[str, Any]],
                margins: dict[str, float], rules: Any) -> dict[str, Any] | None:
     """The report's "Next month" section: a forecast per phase of ``phases`` (the report's
-    rows: ``phase``, ``cmp``, ``revenue``, ``margin_revenue``, ``cost``, ``sent``), their total,
+    rows: ``phase``, ``cmp``, ``margin_revenue``, ``cost``, ``sent``), their total,
     and the rule of thumb, article's and measured. None when customer_facts is not built."""
     if conn.execute("select to_regclass(%s)", (f'"{schema}".customer_facts',)).fetchone()[0] \
             is None:
@@ -283,7 +285,7 @@ def next_month(conn: psycopg.Connection, schema: str, last: date, phases: list[d
         ids = entered.get(r["phase"], [])
         alive = live_count(ids, chans.get(r["phase"], CHANNEL_KIND), live)
         forecasts.append(phase_forecast(
-            r["phase"], len(ids), alive, control, r["cmp"], r["revenue"], r["margin_revenue"],
+            r["phase"], len(ids), alive, control, r["cmp"], r["margin_revenue"],
             r["cost"], r["sent"]["customers"]))
     on_record = conn.execute(
         "select count(*) from raw.customers "

@@ -289,7 +289,7 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
             "phase": phase, "noun": noun, "verb": verb, "cmp": cmp_, "sent": sent,
             "messages": sent["sms"] + sent["email"], "cost": cost, "money": money,
             "margin": margin_revenue / revenue if revenue else None,
-            "revenue": revenue, "margin_revenue": margin_revenue,
+            "margin_revenue": margin_revenue,
             "incremental_revenue": money.revenue[0] if money.revenue else None,
             "open_windows": (t or {}).get("open_windows", 0) + (c or {}).get("open_windows", 0),
         })
