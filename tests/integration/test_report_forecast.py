@@ -17,20 +17,17 @@ retention offer at 50%):
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
+from report_club import fresh_database, settings_with_margins
 
 from lifecycle.contacts import mark_dead
 from lifecycle.insight import uplift
 from lifecycle.insight.report import build_report, margins
 from lifecycle.rules.loading import load_rules
-from lifecycle.settings import Settings
 from lifecycle.transform.dbt import run_dbt
-from lifecycle.warehouse.migrations import migrate
 
 pytestmark = pytest.mark.slow
 
@@ -101,31 +98,14 @@ def _fill(conn: psycopg.Connection) -> None:
 
 @pytest.fixture(scope="module")
 def club(server_url: str, tmp_path_factory: pytest.TempPathFactory):
-    base = server_url.rsplit("/", 1)[0]
-    name = "t_forecast_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    url = f"{base}/{name}"
-    try:
-        migrate(url)
+    with fresh_database(server_url, "t_forecast_") as url:
         with psycopg.connect(url) as conn:
             _fill(conn)
         run_dbt(url, ["build", "--select", "+phase_conversions", "+customer_facts",
                       "--full-refresh", "--exclude", "resource_type:unit_test",
                       "resource_type:test"],
                 as_of=LAST, target_path=tmp_path_factory.mktemp("dbt"))
-        rules_text = (Path(__file__).resolve().parents[2] / "include" / "rules" / "phases.yml"
-                      ).read_text(encoding="utf-8")
-        old = "offer: {code: renew_perk,"
-        assert old in rules_text
-        rules_text = rules_text.replace(old, "offer: {code: renew_perk, margin: 0.5,", 1)
-        rules_file = tmp_path_factory.mktemp("rules") / "phases.yml"
-        rules_file.write_text(rules_text, encoding="utf-8")
-        settings = Settings(home=tmp_path_factory.mktemp("state"), rules_file=rules_file)
-        yield url, settings
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
+        yield url, settings_with_margins(tmp_path_factory, {"renew_perk": 0.5})
 
 
 def test_the_forecast_holds_the_figures_computed_by_hand(club) -> None:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from datetime import date
-from pathlib import Path
 
 import psycopg
 import pytest
+from report_club import fresh_database, settings_with_margins
 
 from lifecycle.data.generator import generate
 from lifecycle.insight import uplift
 from lifecycle.insight.report import build_report, margins
 from lifecycle.rules import sms
 from lifecycle.rules.loading import load_rules
-from lifecycle.settings import Settings
 from lifecycle.transform.dbt import run_dbt
 
 pytestmark = pytest.mark.slow
@@ -58,35 +57,16 @@ where abs(hashtext(customer_id || 'control')) % 5 = 0
 
 @pytest.fixture(scope="module")
 def club(server_url: str, tmp_path_factory: pytest.TempPathFactory):
-    import uuid
-
-    from lifecycle.warehouse.migrations import migrate
-
-    base = server_url.rsplit("/", 1)[0]
-    name = "t_money_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    url = f"{base}/{name}"
-    migrate(url)
-    generate(2_000, date(2024, 1, 1), LAST, seed=3, url=url)
-    with psycopg.connect(url) as conn:
-        conn.execute(MESSAGES)
-    run_dbt(url, ["build", "--select", "+phase_conversions", "--full-refresh", "--exclude",
-                  "resource_type:unit_test", "resource_type:test"],
-            as_of=LAST, target_path=tmp_path_factory.mktemp("dbt"))
-    # margins: the retention step's variant B (its own offer) keeps 25%, return 40%
-    rules_text = (Path(__file__).resolve().parents[2] / "include" / "rules" / "phases.yml"
-                  ).read_text(encoding="utf-8")
-    for code, margin in (("renew_discount", 0.25), ("return_month", 0.4)):
-        assert f"offer: {{code: {code}," in rules_text
-        rules_text = rules_text.replace(f"offer: {{code: {code},",
-                                        f"offer: {{code: {code}, margin: {margin},", 1)
-    rules_file = tmp_path_factory.mktemp("rules") / "phases.yml"
-    rules_file.write_text(rules_text, encoding="utf-8")
-    settings = Settings(home=tmp_path_factory.mktemp("state"), rules_file=rules_file)
-    yield url, settings
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+    with fresh_database(server_url, "t_money_") as url:
+        generate(2_000, date(2024, 1, 1), LAST, seed=3, url=url)
+        with psycopg.connect(url) as conn:
+            conn.execute(MESSAGES)
+        run_dbt(url, ["build", "--select", "+phase_conversions", "--full-refresh", "--exclude",
+                      "resource_type:unit_test", "resource_type:test"],
+                as_of=LAST, target_path=tmp_path_factory.mktemp("dbt"))
+        # margins: the retention step's variant B (its own offer) keeps 25%, return 40%
+        yield url, settings_with_margins(tmp_path_factory,
+                                         {"renew_discount": 0.25, "return_month": 0.4})
 
 
 def _per_customer(url: str) -> list[tuple]:
