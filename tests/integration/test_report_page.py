@@ -162,6 +162,11 @@ def test_headline_counts_only_sent_messages_and_judges_each_phase(club, tmp_path
     assert "all phases (global control group)" in text
     if any(v != EFFECT for v in verdicts):
         assert "would show (8 times in 10)" in text
+    # next month's profit with its range, and the rule of thumb with the club's numbers in it
+    assert h["forecast_profit_low"] <= h["forecast_profit"] <= h["forecast_profit_high"]
+    assert h["forecast_rule_of_thumb"] > 0
+    assert "Next month: the profit to expect" in text and "Rule of thumb: P = " in text
+    assert f"= {h['forecast_rule_of_thumb']:,.0f} UAH" in text
     assert "Simulation no. " in text and "#?" not in text
     assert '{"' not in text and "_rate" not in text and "incremental_conversions" not in text
     # shares are percents: no raw fractions like 0.1234 anywhere in the words
