@@ -50,6 +50,9 @@ visits as (
             visits.customer_id = customers.customer_id
             and visits.visited_at >= cast(as_of.as_of_date - {{ weeks * 7 }} as timestamptz)
             and visits.visited_at < cast(as_of.as_of_date + 2 as timestamptz)
+        -- keeps the lookup per customer: without it the planner flattens the subquery into
+        -- a join that reads the whole index (at 1M customers 38-40 s against 16-20 s)
+        offset 0
     ) as recent
     where
         cast(recent.local_at as date)
