@@ -98,43 +98,6 @@ cohort_buyers as (
 
 ),
 
-offered as (
-
-    -- each cohort's services with their look-alike counts for a member who is a regular (one
-    -- fewer look-alike) and one who is not, kept only where the share clears min_share with
-    -- at least min_lookalikes: a cohort-level filter, so that the per-customer rows below
-    -- (and their lookup of what the customer owns) are only the offers that survive
-    select
-        cohort_buyers.product,
-        cohort_buyers.tenure_band,
-        cohort_buyers.visits_band,
-        cohort_buyers.service,
-        member.is_regular,
-        cohorts.regulars - case when member.is_regular then 1 else 0 end as lookalikes,
-        cohort_buyers.buyers as lookalikes_buying
-    from cohort_buyers
-    inner join cohorts
-        on
-            cohort_buyers.product = cohorts.product
-            and cohort_buyers.tenure_band = cohorts.tenure_band
-            and cohort_buyers.visits_band = cohorts.visits_band
-    cross join (values (true), (false)) as member (is_regular)
-
-),
-
-shares as (
-
-    select
-        offered.*,
-        offered.lookalikes_buying::numeric / nullif(offered.lookalikes, 0)
-            as share_among_lookalikes
-    from offered
-    where
-        offered.lookalikes >= {{ min_lookalikes }}
-        and offered.lookalikes_buying::numeric / nullif(offered.lookalikes, 0) >= {{ min_share }}
-
-),
-
 candidates as (
 
     -- a service the customer never bought: the buyers are other customers, the look-alikes
@@ -142,46 +105,59 @@ candidates as (
     select
         profiles.customer_id,
         profiles.as_of_date,
-        shares.service,
-        shares.lookalikes,
-        shares.lookalikes_buying,
-        shares.share_among_lookalikes
+        cohort_buyers.service,
+        cohorts.regulars - case when profiles.is_regular then 1 else 0 end as lookalikes,
+        cohort_buyers.buyers as lookalikes_buying
     from profiles
-    inner join shares
+    inner join cohorts
         on
-            profiles.product = shares.product
-            and profiles.tenure_band = shares.tenure_band
-            and profiles.visits_band = shares.visits_band
-            and profiles.is_regular = shares.is_regular
+            profiles.product = cohorts.product
+            and profiles.tenure_band = cohorts.tenure_band
+            and profiles.visits_band = cohorts.visits_band
+    inner join cohort_buyers
+        on
+            profiles.product = cohort_buyers.product
+            and profiles.tenure_band = cohort_buyers.tenure_band
+            and profiles.visits_band = cohort_buyers.visits_band
     where not exists (
         select 1
         from owned
         where
             owned.customer_id = profiles.customer_id
-            and owned.service = shares.service
+            and owned.service = cohort_buyers.service
     )
+
+),
+
+shares as (
+
+    select
+        candidates.*,
+        candidates.lookalikes_buying::numeric / candidates.lookalikes as share_among_lookalikes
+    from candidates
+    where candidates.lookalikes >= {{ min_lookalikes }}
 
 ),
 
 final as (
 
     select
-        cast(candidates.customer_id as text) as customer_id,
-        cast(candidates.as_of_date as date) as as_of_date,
-        cast(candidates.service as text) as service,
+        cast(shares.customer_id as text) as customer_id,
+        cast(shares.as_of_date as date) as as_of_date,
+        cast(shares.service as text) as service,
         cast(services.category as text) as category,
         -- ties share a rank: the planner then prefers the catalog entry with the higher margin
         cast(rank() over (
-            partition by candidates.customer_id
-            order by candidates.share_among_lookalikes desc
+            partition by shares.customer_id
+            order by shares.share_among_lookalikes desc
         ) as integer) as offer_rank,
-        cast(round(candidates.share_among_lookalikes, 4) as numeric(5, 4))
-            as share_among_lookalikes,
-        cast(candidates.lookalikes as integer) as lookalikes,
-        cast(candidates.lookalikes_buying as integer) as lookalikes_buying
-    from candidates
+        cast(round(shares.share_among_lookalikes, 4) as numeric(5, 4)) as share_among_lookalikes,
+        cast(shares.lookalikes as integer) as lookalikes,
+        cast(shares.lookalikes_buying as integer) as lookalikes_buying
+    from shares
     inner join services
-        on candidates.service = services.service
+        on shares.service = services.service
+    where shares.share_among_lookalikes >= {{ min_share }}
 
 )
 
