@@ -1,12 +1,14 @@
-{% test unique_by_constraint(model, relation, columns) %}
+{% test unique_by_constraint(model, columns, relation=none) %}
 {#-
-    For a staging view that selects `relation` (a table the application writes) row for row:
-    the columns are unique in the model when `relation` has a unique, non-partial index on
-    exactly those columns, since the database then refuses a duplicate on write. Checked in
-    the catalog, in milliseconds, instead of grouping the whole message history each day
-    (~20 s for a year of control-group skips at a million customers). Fails, naming the table
-    and columns, when no such index exists.
+    The columns are unique in the model when `relation` has a unique, non-partial index on
+    exactly those columns, since the database then refuses a duplicate on write. `relation`:
+    a table the application writes that a staging view selects row for row, or (unset) the
+    model itself, a table whose post-hook builds the unique index (which fails on a
+    duplicate). Checked in the catalog, in milliseconds, instead of grouping the whole table
+    each day (~20 s for a year of control-group skips at a million customers). Fails, naming
+    the table and columns, when no such index exists.
 -#}
+{%- set relation = relation if relation is not none else model -%}
 {%- set wanted = columns | sort -%}
 
 select

@@ -1,3 +1,8 @@
+{#- The key's unique index: it refuses a duplicate message as it is built (a quarter of what
+    a unique test's group-by of every message costs: the data test checks it in the catalog)
+    and serves a report's lookup of one message. -#}
+{{ config(post_hook=["create unique index on {{ this }} (outbox_id)"]) }}
+
 with
 
 outbox as (

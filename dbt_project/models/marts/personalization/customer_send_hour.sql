@@ -32,22 +32,30 @@ customers as (
 
 visits as (
 
-    -- local minute of the day of each check-in in [D - 7N + 1, D] (local dates); the first
-    -- condition is a constant bound for raw.visits' index, a day wider than any zone
+    -- local minute of the day of each check-in in [D - 7N + 1, D] (local dates), looked up
+    -- per customer in raw.visits' (customer_id, visited_at) index (an index-only range scan
+    -- between constant bounds, a day wider than any zone), not by scanning every visit ever
+    -- made: no index leads with visited_at, and the lookback is ~1% of seven years
     select
-        visits.customer_id,
+        customers.customer_id,
         (
-            extract(hour from visits.visited_at at time zone customers.timezone) * 60
-            + extract(minute from visits.visited_at at time zone customers.timezone)
+            extract(hour from recent.local_at) * 60 + extract(minute from recent.local_at)
         )::integer as minute_of_day
-    from {{ ref('stg_club__visits') }} as visits
-    inner join customers
-        on visits.customer_id = customers.customer_id
+    from customers
     cross join as_of
+    cross join lateral (
+        select visits.visited_at at time zone customers.timezone as local_at
+        from {{ ref('stg_club__visits') }} as visits
+        where
+            visits.customer_id = customers.customer_id
+            and visits.visited_at >= cast(as_of.as_of_date - {{ weeks * 7 }} as timestamptz)
+            and visits.visited_at < cast(as_of.as_of_date + 2 as timestamptz)
+        -- keeps the lookup per customer: without it the planner flattens the subquery into
+        -- a join that reads the whole index (at 1M customers 38-40 s against 16-20 s)
+        offset 0
+    ) as recent
     where
-        visits.visited_at >= cast(as_of.as_of_date - {{ weeks * 7 }} as timestamptz)
-        and visits.visited_at < cast(as_of.as_of_date + 2 as timestamptz)
-        and {{ local_date('visits.visited_at', 'customers.timezone') }}
+        cast(recent.local_at as date)
         between as_of.as_of_date - {{ weeks * 7 - 1 }} and as_of.as_of_date
 
 ),
