@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)" || true
-	($(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock \
+	($(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements.lock \
 	  && $(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .) \
 	|| ($(BIN)/python -m pip install -q -r requirements.lock && $(BIN)/python -m pip install -q --no-deps -e .)
 	@rm -f $(VENV)/.installed-*

@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,15 +30,31 @@ def _emit(obj: dict) -> None:
 
 
 def _migrate_metadata() -> None:
+    """Migrate the Airflow metadata database once per home. A SQLite one is copied from the
+    template a first migration left (lifecycle.airflow_env.metadata_template): the demo and
+    each DAG test start a fresh home, and `airflow db migrate` costs ~8 s of CPU."""
+    from lifecycle.airflow_env import metadata_template
+
     marker = Path(os.environ["AIRFLOW_HOME"]) / ".migrated"
     if marker.exists():
         return
-    subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    db = Path(conn.removeprefix("sqlite:///")) if conn.startswith("sqlite:///") else None
+    template = metadata_template()
+    if db is not None and not db.exists() and template.exists():
+        shutil.copyfile(template, db)
+    else:
+        subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if db is not None and not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            partial = template.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(db, partial)
+            os.replace(partial, template)  # another run copying at once sees all or nothing
     marker.touch()
 
 

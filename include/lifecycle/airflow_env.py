@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -66,3 +67,18 @@ def local_airflow_env(url: str, settings: Settings | None = None) -> dict[str, s
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{LOCAL_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(local_passwords_file(settings)),
     }
+
+
+def metadata_template(settings: Settings | None = None) -> Path:
+    """Where a freshly migrated SQLite metadata database of the installed Airflow is kept, so
+    that a new local Airflow home (each demo, each DAG test) copies it instead of running
+    ``airflow db migrate`` again (~8 s of CPU). Named for the versions of Airflow and its
+    providers: another install migrates anew."""
+    from importlib.metadata import distributions
+
+    versions = sorted(
+        f"{d.metadata['Name']}=={d.version}" for d in distributions()
+        if (d.metadata["Name"] or "").lower().startswith("apache-airflow")
+    )
+    key = hashlib.sha256("\n".join(versions).encode()).hexdigest()[:16]
+    return (settings or get_settings()).state_dir / "airflow-template" / f"airflow-{key}.db"

@@ -122,15 +122,19 @@ def run_demo(
         return 1
     migrate(url)
     console.print(f"[bold]warehouse[/] {masked(url)}")
+    steps = _Steps(t0)
+    steps.lap("warehouse")
 
     data_dir = settings.state_dir / "demo" / "data"
     gen = generate(customers, start, end, seed, out_dir=data_dir)
     console.print(f"[bold]generated[/] {gen}")
     loaded = load_dir(url, data_dir)
     console.print(f"[bold]loaded[/] {loaded}")
+    steps.lap("generate and load")
 
     first = end - timedelta(days=days - 1)
     ensure_manifest(settings)  # the DAG renders its dbt tasks from it (no `dbt ls`)
+    steps.lap("dbt parse")
     # A fresh Airflow metadata DB: the demo's runs must not meet an earlier demo's runs.
     # `lifecycle airflow` serves the UI from this same home.
     airflow_home = local_home(settings)
@@ -189,12 +193,13 @@ def run_demo(
                     failed = line
             rc = proc.wait()
     console.print(table)
+    steps.lap(f"airflow, {days} days")
     if rc != 0 or failed:
         console.print(f"[red]the DAG failed[/]: {failed}; Airflow's log: {log_path}")
         return 1
     _print_totals(console, url, first, end)
-    _simulate_and_report(console, url, first, end, seed)
-    console.print(f"done in {time.monotonic() - t0:.0f} s")
+    _simulate_and_report(console, url, first, end, seed, steps)
+    console.print(f"done in {time.monotonic() - t0:.0f} s ({steps})")
     console.print(
         f"[bold]next[/] every command now reads this club: `lifecycle outbox --date {end}`, "
         f"`lifecycle preview --date {end}`, `lifecycle report --from {first} --to {end}`; the "
@@ -209,7 +214,24 @@ DEMO_SIM_CUSTOMERS = 2000
 DEMO_SIM_DAYS = 45
 
 
-def _simulate_and_report(console: Console, url: str, first: date, last: date, seed: int) -> None:
+class _Steps:
+    """Seconds each step of the demo took, for its last line."""
+
+    def __init__(self, t0: float) -> None:
+        self.last = t0
+        self.done: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.done.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.done)
+
+
+def _simulate_and_report(console: Console, url: str, first: date, last: date, seed: int,
+                         steps: _Steps) -> None:
     from lifecycle.insight.report import write_report
     from lifecycle.insight.simulate import simulate
 
@@ -218,7 +240,9 @@ def _simulate_and_report(console: Console, url: str, first: date, last: date, se
         f"{DEMO_SIM_DAYS} days"
     )
     simulate(url, customers=DEMO_SIM_CUSTOMERS, days=DEMO_SIM_DAYS, seed=seed)
+    steps.lap("simulate")
     report = write_report(url, first, last)
+    steps.lap("report")
     h = report.headline
     t = Table(title="report headline")
     t.add_column("measure")

@@ -37,7 +37,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ from lifecycle.rules.compiled import Rules
 from lifecycle.rules.loading import load_rules
 from lifecycle.settings import Settings, get_settings
 from lifecycle.transform.dbt_vars import phase_vars
+from lifecycle.transform.inprocess import InProcessDbt
 
 POLICIES: tuple[Policy, ...] = ("lifecycle", "blast")
 
@@ -97,73 +97,6 @@ BLAST_TEXT = "Абонемент зі знижкою 10% лише цього т�
 HISTORY_DAYS = 540  # the club's past before the first simulated day
 FUTURE_DAYS = 60  # organic data beyond the last day: "would they have converted anyway"
 
-
-
-# --------------------------------------------------------------------------- dbt in-process
-
-
-class _DailyDbt:
-    """dbt in this process on a manifest parsed once: a day's build without dbt's start-up.
-
-    dbt's in-process API keeps global state and is not thread-safe (lifecycle.transform.dbt runs
-    dbt as a subprocess for that reason); a simulation calls it from one thread, one day after
-    the other, and gives it its own target directory.
-    """
-
-    def __init__(self, url: str, rules: Rules, settings: Settings, target: Path) -> None:
-        from dbt.cli.main import dbtRunner
-
-        from lifecycle.transform.dbt import cheap_behavior_flag_source, dbt_env
-
-        cheap_behavior_flag_source()
-
-        self.env = {**dbt_env(url, settings), "DBT_TARGET_PATH": str(target)}
-        self.env["DBT_LOG_PATH"] = str(target / "logs")
-        self.project_dir = settings.dbt_project_dir
-        self.vars = phase_vars(rules)
-        with self._environment():
-            result = dbtRunner().invoke(self._args("parse", None))
-        if not result.success:
-            raise RuntimeError(f"dbt parse failed: {result.exception}")
-        self.runner = dbtRunner(manifest=result.result)
-
-    @contextmanager
-    def _environment(self):
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    def _args(self, command: str, as_of: date | None, *extra: str) -> list[str]:
-        dbt_vars = dict(self.vars)
-        if as_of is not None:
-            dbt_vars["as_of_date"] = as_of.isoformat()
-        return [
-            command,
-            "--project-dir",
-            str(self.project_dir),
-            "--profiles-dir",
-            str(self.project_dir),
-            "--vars",
-            json.dumps(dbt_vars),
-            "--quiet",
-            # manifest.json and run_results.json are not read here: writing them cost ~0.3 s
-            # a day (the result comes back in memory)
-            "--no-write-json",
-            *extra,
-        ]
-
-    def run(self, as_of: date, models: tuple[str, ...]) -> None:
-        with self._environment():
-            result = self.runner.invoke(self._args("run", as_of, "--select", *models))
-        if not result.success:
-            raise RuntimeError(f"dbt run as of {as_of} failed: {result.exception or result.result}")
 
 
 # --------------------------------------------------------------------------- the club
@@ -317,7 +250,7 @@ def simulate_policy(
                     url, first_day, settings=settings, rules=rules, unit_tests=False,
                     target_path=Path(target) / "build",
                 )
-            runner = _DailyDbt(url, rules, settings, Path(target) / "daily")
+            runner = InProcessDbt(url, settings, phase_vars(rules), Path(target) / "daily")
             if policy == "blast":
                 # the blast reads contacts only (stg_club__customers, stg_club__consents)
                 runner.run(first_day, BLAST_MODELS)

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lifecycle.settings import Settings, get_settings
-from lifecycle.transform.dbt import DbtError, run_dbt
+from lifecycle.transform.dbt import DbtError
 from lifecycle.transform.dbt_vars import VAR_NAME as PHASES_VAR
 
 # As the daily build has always run: unit tests check model logic with phases they pin
@@ -92,15 +92,24 @@ def _dbt_vars(as_of: datetime.date, phases: str) -> dict[str, str]:
     return {"as_of_date": as_of.isoformat(), PHASES_VAR: phases}
 
 
-def _results(target: Path) -> dict[str, dict[str, str]]:
-    data = json.loads((target / "run_results.json").read_text())
+def _results(result: Any) -> dict[str, dict[str, str]]:
+    """Each node's and test's status from an in-process invocation's result; DbtError when
+    dbt ran nothing (the project does not compile, the warehouse is unreachable)."""
+    ran = getattr(result.result, "results", None)
+    if ran is None:
+        raise DbtError(f"dbt build ran nothing: {result.exception or result.result}")
     # an XCom: what went wrong is kept, a passing node's message ("SELECT 1234") is not
     return {
-        r["unique_id"]: {"status": str(r["status"]),
-                         "message": "" if str(r["status"]) in BUILT
-                         else str(r.get("message") or "")[:500]}
-        for r in data["results"]
+        r.node.unique_id: {"status": str(r.status),
+                           "message": "" if str(r.status) in BUILT else str(r.message or "")[:500]}
+        for r in ran
     }
+
+
+def _runner(url: str, phases: str, settings: Settings, extra_vars: dict[str, str] | None):
+    from lifecycle.transform.inprocess import cached_runner
+
+    return cached_runner(url, settings, {PHASES_VAR: phases, **(extra_vars or {})})
 
 
 def build_day(
@@ -116,18 +125,12 @@ def build_day(
     ``phases`` is the ``lifecycle_phases`` var (validate_rules' JSON). A model or test that
     fails does not raise: its result is returned (``{"status": "error", "message": ...}``;
     its downstream nodes are ``skipped``) and its task reports it. DbtError when dbt ran
-    nothing (the project does not compile, the warehouse is unreachable).
+    nothing (the project does not compile, the warehouse is unreachable). dbt runs in this
+    process on a manifest parsed once per process (``lifecycle.transform.inprocess``): the
+    demo's days, all in one process, parse the project once.
     """
-    settings = settings or get_settings()
-    with tempfile.TemporaryDirectory(prefix="lifecycle-day-build-") as tmp:
-        target = Path(tmp)
-        try:
-            run_dbt(url, ["build", *DAY_FLAGS], settings=settings, target_path=target,
-                    dbt_vars={**_dbt_vars(as_of, phases), **(extra_vars or {})})
-        except DbtError:
-            if not (target / "run_results.json").exists():
-                raise
-        return _results(target)
+    runner = _runner(url, phases, settings or get_settings(), extra_vars)
+    return _results(runner.invoke("build", as_of, *DAY_FLAGS))
 
 
 def verdict(results: dict[str, dict[str, str]], node: Node) -> str | None:
@@ -155,7 +158,10 @@ def build_node(
     extra_vars: dict[str, str] | None = None,
 ) -> None:
     """``dbt build --select <node>`` with the tests that gate it; DbtError if any fails."""
-    with tempfile.TemporaryDirectory(prefix="lifecycle-node-build-") as tmp:
-        run_dbt(url, ["build", "--select", node.name, *NODE_FLAGS],
-                settings=settings or get_settings(), target_path=Path(tmp),
-                dbt_vars={**_dbt_vars(as_of, phases), **(extra_vars or {})})
+    runner = _runner(url, phases, settings or get_settings(), extra_vars)
+    results = _results(runner.invoke("build", as_of, "--select", node.name, *NODE_FLAGS))
+    failed = [f"{uid.split('.')[2]}: {r['status']} {r['message']}".rstrip()
+              for uid, r in results.items() if r["status"] not in BUILT]
+    if failed:
+        raise DbtError(f"dbt build --select {node.name} as of {as_of} failed: "
+                       + "; ".join(failed))
