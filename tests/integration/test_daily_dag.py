@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -68,19 +69,18 @@ def _outbox(url: str) -> list[tuple]:
         ).fetchall()
 
 
-def _new_database(server_url: str, name: str) -> str:
-    base = server_url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
-        conn.execute(f'create database "{name}"')
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="module")
 def club_url(server_url, tmp_path_factory):
-    url = _new_database(server_url, "daily_dag")
+    # a name of its own: xdist workers (or other runs) may share LIFECYCLE_TEST_WAREHOUSE_URL
+    name = "daily_dag_" + uuid.uuid4().hex[:10]
+    base = server_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = f"{base}/{name}"
     generate(3000, date(2025, 3, 1), D1 + timedelta(days=2), 7, url=url)
-    return url
+    yield url
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def test_daily_dag_plans_and_sends_each_day_once(club_url, tmp_path):
@@ -157,8 +157,8 @@ def test_cli_run_does_the_same_work_as_the_dag(club_url):
     assert report["dispatch"]["outcomes"] == {"sent": len(rows)}
 
 
-def test_a_failing_dbt_test_stops_planning_and_sending(server_url, tmp_path):
-    url = _new_database(server_url, "daily_dag_bad_data")
+def test_a_failing_dbt_test_stops_planning_and_sending(fresh_db, tmp_path):
+    url = fresh_db
     generate(500, date(2025, 3, 1), D1, 3, url=url)
     with psycopg.connect(url) as conn:
         # a membership that ends before it starts: dbt's memberships_end_on_or_after_start fails
