@@ -34,9 +34,10 @@ airflow: $(STAMP)
 	$(BIN)/lifecycle airflow
 
 # Two pytest-xdist workers, each with its own embedded PostgreSQL (tests/conftest.py);
-# TEST_WORKERS=0 runs the suite in one process.
+# TEST_WORKERS=0 runs the suite in one process. The 25 slowest tests are listed at the end,
+# so a CI log shows where the suite's time goes.
 TEST_WORKERS ?= 2
-TEST_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+TEST_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) --durations=25
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(TEST_ARGS)
