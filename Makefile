@@ -33,8 +33,14 @@ demo: $(STAMP)
 airflow: $(STAMP)
 	$(BIN)/lifecycle airflow
 
+# Two pytest-xdist workers, each with its own embedded PostgreSQL (tests/conftest.py);
+# TEST_WORKERS=0 runs the suite in one process. The 25 slowest tests are listed at the end,
+# so a CI log shows where the suite's time goes.
+TEST_WORKERS ?= 2
+TEST_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) --durations=25
+
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 # The report test opens the HTML report in headless Chromium (Debian's package); installed
 # when missing if we may (root and apt-get), else that one test skips with the reason.
@@ -44,7 +50,7 @@ chromium:
 	|| echo "chromium is not installed: the report rendering test will be skipped"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(TEST_ARGS) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check include dags plugins tests bench scripts

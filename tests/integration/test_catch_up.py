@@ -1,4 +1,6 @@
-"""Catch-up on a real Airflow scheduler: lifecycle_daily was down for three days.
+"""Catch-up on a real Airflow scheduler: lifecycle_daily was down for the days its catch-up
+bound allows (two here: LIFECYCLE_DAILY_CATCHUP_DAYS=2; one missed day fewer than the default
+bound of 3 saves a whole daily run, and the oldest missed day still sits exactly on the bound).
 
 The scheduler creates the missed runs (catchup=True) and runs them in order. Each builds dbt
 (the lifecycle history gets every day); with the wall clock only today's is planned (the others'
@@ -30,11 +32,12 @@ def _outbox(url: str) -> list[tuple]:
                             "send_at, window_end_at from ops.outbox order by outbox_id").fetchall()
 
 
-def test_three_missed_days_are_caught_up_in_order_and_nothing_is_sent_twice(
+def test_missed_days_are_caught_up_in_order_and_nothing_is_sent_twice(
     tmp_path, server_url, fresh_db
 ):
     today = datetime.now(UTC).date()
-    start = today - timedelta(days=3)
+    missed = 2
+    start = today - timedelta(days=missed)
     generate(400, today - timedelta(days=420), today, 11, url=fresh_db)
     # Every customer in a zone where it is about noon now: today's send window (and the 24 h
     # deadline after it opens) is open for the whole test, whatever time of day it runs. With
@@ -58,16 +61,18 @@ def test_three_missed_days_are_caught_up_in_order_and_nothing_is_sent_twice(
             # midnight UTC: today's run is due whenever the test runs
             "LIFECYCLE_DAILY_SCHEDULE": "0 0 * * *",
             "LIFECYCLE_TASK_RETRIES": "0",  # a failure shows at once, not after retry delays
+            # the oldest missed day is exactly on the bound: built, not stopped
+            "LIFECYCLE_DAILY_CATCHUP_DAYS": str(missed),
         }
         with AirflowStack(tmp_path / "airflow", server_url, fresh_db, env=env) as stack:
             stack.wait_parsed("lifecycle_daily")
             stack.unpause("lifecycle_daily")
-            # Four full daily runs (every dbt model a task): minutes on an idle machine; one
-            # run took 21 min with the load average at 6-9, so the wait allows for a busy one.
-            runs = stack.wait_runs("lifecycle_daily", 4, timeout=2700)
+            # Three full daily runs (every dbt model a task): minutes on an idle machine; four
+            # took 21 min with the load average at 6-9, so the wait allows for a busy one.
+            runs = stack.wait_runs("lifecycle_daily", missed + 1, timeout=2700)
             logs = stack.logs()
             days = [r[1].date() for r in runs]
-            assert days == [start + timedelta(days=i) for i in range(4)], (runs, logs)
+            assert days == [start + timedelta(days=i) for i in range(missed + 1)], (runs, logs)
             assert {r[2] for r in runs} == {"success"}, (runs, logs)
             states = {d: stack.task_states("lifecycle_daily", r[0]) for d, r in zip(days, runs,
                                                                                     strict=True)}
@@ -87,7 +92,7 @@ def test_three_missed_days_are_caught_up_in_order_and_nothing_is_sent_twice(
             assert stack.task_states("lifecycle_daily", rerun[0])["plan"] == "success"
 
     # missed days: dbt built (their tasks succeeded), planning skipped with a reason
-    for d in days[:3]:
+    for d in days[:missed]:
         assert states[d]["plan"] == "skipped", states[d]
         assert states[d]["dbt.customer_facts_model_build"] == "success"
     assert states[today]["plan"] == "success"
@@ -98,7 +103,7 @@ def test_three_missed_days_are_caught_up_in_order_and_nothing_is_sent_twice(
         skipped = conn.execute("select plan_date from ops.runs where step = 'plan' and "
                                "status = 'skipped' order by plan_date").fetchall()
     assert built == (start, today)  # every missed day is in the history
-    assert [r[0] for r in skipped][:3] == days[:3]
+    assert [r[0] for r in skipped][:missed] == days[:missed]
 
     # only today was planned; every due message went out once, and the rerun changed nothing
     assert first and {r[1] for r in first} == {today}

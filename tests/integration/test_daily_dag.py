@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +27,27 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[2]
 RESULT_PREFIX = "@@lifecycle-day "
 D1 = date(2026, 5, 20)
+
+
+@pytest.fixture(scope="module")
+def migrated_airflow_db(tmp_path_factory) -> Path:
+    """An Airflow metadata database (SQLite) migrated once for the module's four runs: each
+    copies it (`airflow db migrate` is ~8 s of CPU, over a minute on a busy machine)."""
+    home = tmp_path_factory.mktemp("airflow-migrated")
+    env = {**os.environ, "AIRFLOW_HOME": str(home),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
+                   check=True, capture_output=True, timeout=600)
+    return home / "airflow.db"
+
+
+def new_airflow_home(path: Path, migrated: Path) -> Path:
+    """A fresh AIRFLOW_HOME holding a copy of the migrated metadata database; the marker tells
+    scripts/run_daily.py it is migrated."""
+    path.mkdir(parents=True)
+    shutil.copyfile(migrated, path / "airflow.db")
+    (path / ".migrated").touch()
+    return path
 
 
 def run_daily(url: str, start: date, days: int, airflow_home: Path,
@@ -68,24 +91,23 @@ def _outbox(url: str) -> list[tuple]:
         ).fetchall()
 
 
-def _new_database(server_url: str, name: str) -> str:
-    base = server_url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
-        conn.execute(f'create database "{name}"')
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="module")
 def club_url(server_url, tmp_path_factory):
-    url = _new_database(server_url, "daily_dag")
+    # a name of its own: xdist workers (or other runs) may share LIFECYCLE_TEST_WAREHOUSE_URL
+    name = "daily_dag_" + uuid.uuid4().hex[:10]
+    base = server_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = f"{base}/{name}"
     generate(3000, date(2025, 3, 1), D1 + timedelta(days=2), 7, url=url)
-    return url
+    yield url
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-def test_daily_dag_plans_and_sends_each_day_once(club_url, tmp_path):
+def test_daily_dag_plans_and_sends_each_day_once(club_url, tmp_path, migrated_airflow_db):
     url = club_url
-    lines = run_daily(url, D1, 2, tmp_path / "airflow")
+    lines = run_daily(url, D1, 2, new_airflow_home(tmp_path / "airflow", migrated_airflow_db))
     assert [(x["date"], x["state"]) for x in lines] == [
         (D1.isoformat(), "success"),
         ((D1 + timedelta(days=1)).isoformat(), "success"),
@@ -128,7 +150,7 @@ def test_daily_dag_plans_and_sends_each_day_once(club_url, tmp_path):
     assert skips.get("control_group", 0) > 0 and skips.get("already_sent", 0) > 0
 
     # Re-running day 1 (a retry, a manual rerun) changes nothing.
-    run_daily(url, D1, 1, tmp_path / "airflow-rerun")
+    run_daily(url, D1, 1, new_airflow_home(tmp_path / "airflow-rerun", migrated_airflow_db))
     assert _outbox(url) == rows
 
     # `lifecycle outbox --json` lists day 1's messages and skips.
@@ -157,8 +179,8 @@ def test_cli_run_does_the_same_work_as_the_dag(club_url):
     assert report["dispatch"]["outcomes"] == {"sent": len(rows)}
 
 
-def test_a_failing_dbt_test_stops_planning_and_sending(server_url, tmp_path):
-    url = _new_database(server_url, "daily_dag_bad_data")
+def test_a_failing_dbt_test_stops_planning_and_sending(fresh_db, tmp_path, migrated_airflow_db):
+    url = fresh_db
     generate(500, date(2025, 3, 1), D1, 3, url=url)
     with psycopg.connect(url) as conn:
         # a membership that ends before it starts: dbt's memberships_end_on_or_after_start fails
@@ -167,7 +189,8 @@ def test_a_failing_dbt_test_stops_planning_and_sending(server_url, tmp_path):
             "insert into raw.memberships (membership_id, customer_id, product, purchased_on, "
             "starts_on, ends_on, price, status) values ('BAD-1', %s, 'year', %s, %s, %s, 100, "
             "'active')", (customer, D1, D1, D1 - timedelta(days=1)))
-    lines = run_daily(url, D1, 1, tmp_path / "airflow", expect_success=False)
+    lines = run_daily(url, D1, 1, new_airflow_home(tmp_path / "airflow", migrated_airflow_db),
+                      expect_success=False)
     assert [(x["date"], x["state"]) for x in lines] == [(D1.isoformat(), "failed")]
     with psycopg.connect(url) as conn:
         outbox = conn.execute("select count(*) from ops.outbox").fetchone()[0]
@@ -177,13 +200,16 @@ def test_a_failing_dbt_test_stops_planning_and_sending(server_url, tmp_path):
     assert (outbox, skips, sandbox, plans) == (0, 0, 0, 0)
 
 
-def test_a_day_older_than_the_catch_up_bound_builds_plans_and_sends_nothing(fresh_db, tmp_path):
+def test_a_day_older_than_the_catch_up_bound_builds_plans_and_sends_nothing(
+    fresh_db, tmp_path, migrated_airflow_db
+):
     """A first deploy from an old start date (or a long outage): with the wall clock, a day more
     than LIFECYCLE_DAILY_CATCHUP_DAYS (default 3) before today stops at the first task. Without
     the bound it ran the whole dbt build (and its plan was skipped as stale)."""
     old = datetime.now(UTC).date() - timedelta(days=4)
     generate(300, old - timedelta(days=400), old, 5, url=fresh_db)
-    lines = run_daily(fresh_db, old, 1, tmp_path / "airflow", clock="wall")
+    lines = run_daily(fresh_db, old, 1, new_airflow_home(tmp_path / "airflow", migrated_airflow_db),
+                      clock="wall")
     assert [(x["date"], x["state"]) for x in lines] == [(old.isoformat(), "success")]
     with psycopg.connect(fresh_db) as conn:
         runs = conn.execute("select plan_date, step, status from ops.runs").fetchall()
