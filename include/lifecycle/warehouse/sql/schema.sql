@@ -13,6 +13,7 @@ create table if not exists raw.customers (
     phone        text,
     timezone     text,
     created_at   timestamptz not null,
+    contact_updated_at timestamptz,
     _loaded_at   timestamptz not null default now()
 );
 
