@@ -290,23 +290,25 @@ def provider_outcomes(url: str, day: date, seed: int, settings: Settings) -> dic
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             """
-            select o.outbox_id, o.channel, o.to_address, coalesce(o.sent_at, o.send_at),
+            select o.outbox_id, o.channel, o.to_address, o.send_at,
                    (%(d)s - greatest(c.created_at::date, max(v.visited_at)::date)) / 365.25
             from ops.outbox o
             join raw.customers c on c.customer_id = o.customer_id
             left join raw.visits v on v.customer_id = o.customer_id and v.visited_at < %(end)s
             where o.plan_date = %(d)s and o.status = 'sent' and o.channel in ('sms', 'email')
-            group by o.outbox_id, o.channel, o.to_address, o.sent_at, o.send_at, c.created_at
+            group by o.outbox_id, o.channel, o.to_address, o.send_at, c.created_at
             order by o.outbox_id
             """,
             {"d": day, "end": datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)},
         ).fetchall()
     events = []
     batch = []
-    for outbox_id, channel, address, sent_at, years in rows:
+    for outbox_id, channel, address, due_at, years in rows:
         dead = is_dead(seed, CHANNEL_KIND[channel], normalize(CHANNEL_KIND[channel], address),
                        float(years or 0))
-        at = sent_at + timedelta(minutes=1)
+        # a minute after the message was due: a replayed day's sent_at is the logical clock's
+        # end of the day (pipeline.logical_now), after the day a report should count for
+        at = due_at + timedelta(minutes=1)
         if channel == "sms":
             params = {"MessageSid": f"SMsim{outbox_id:027d}", "To": address,
                       "MessageStatus": "undelivered" if dead else "delivered"}
