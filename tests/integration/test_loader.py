@@ -227,6 +227,32 @@ def test_club_id_column_is_optional_and_kept_when_absent_later(
     assert [club for _, _, club, _ in snapshot(fresh_db)["customers"]] == ["north", "main", "south"]
 
 
+def test_contact_updated_at_is_optional_and_a_bad_one_is_located(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    files = good_set()
+    files["customers.csv"][0].append("contact_updated_at")
+    for row, when in zip(files["customers.csv"][1:],
+                         ["2025-04-01", "", "2025-04-02T09:30:00+03:00"], strict=True):
+        row.append(when)
+    load_dir(fresh_db, write_set(tmp_path / "a", files))
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute("select customer_id, contact_updated_at at time zone 'UTC' "
+                            "from raw.customers order by 1").fetchall()
+    # a date alone is read in the club's time zone (Europe/Kyiv: UTC+3 in April)
+    assert [(c, str(t)) for c, t in rows] == [
+        ("C1", "2025-03-31 21:00:00"), ("C2", "None"), ("C3", "2025-04-02 06:30:00")]
+    # a file without the column keeps what is stored; a bad value rejects the whole load
+    load_dir(fresh_db, write_set(tmp_path / "b", good_set()))
+    files["customers.csv"][2][-1] = "2025-13-01"
+    err = reject(fresh_db, write_set(tmp_path / "c", files))
+    assert [(e.file, e.line, e.column) for e in err.errors] == [
+        ("customers.csv", 3, "contact_updated_at")]
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("select count(contact_updated_at) from raw.customers"
+                            ).fetchone()[0] == 2
+
+
 def test_quoted_values_bom_blank_lines_and_line_numbers(fresh_db: str, tmp_path: Path) -> None:
     write_set(tmp_path, good_set())
     customers = (

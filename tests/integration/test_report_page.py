@@ -90,7 +90,8 @@ def finish_club(url: str, settings: Settings, target: Path) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("drop table analytics.phase_conversions cascade")
     build(url, LAST, ["staging.ops", "message_delivery", "metrics_retention_monthly",
-                      "phase_conversions", "phase_uplift"],
+                      "phase_conversions", "phase_uplift", "contact_health",
+                      "metrics_contact_health"],
           settings=settings, target_path=target, unit_tests=False)
     # the AS IS of the same days, stored in this database as `lifecycle simulate` does
     simulate(url, customers=300, days=DAYS, policies=("blast",), seed=11, first_day=FIRST,
@@ -171,6 +172,28 @@ def test_headline_counts_only_sent_messages_and_judges_each_phase(club, tmp_path
     assert '{"' not in text and "_rate" not in text and "incremental_conversions" not in text
     # shares are percents: no raw fractions like 0.1234 anywhere in the words
     assert not re.search(r"(?<![\d.,])0\.\d{3,}", text), re.findall(r"0\.\d{3,}", text)[:5]
+
+
+def test_the_contact_health_section_shows_the_decay_beside_the_reference(club) -> None:
+    url, settings = club
+    page, _ = build_report(url, FIRST, LAST, settings)
+    with psycopg.connect(url) as conn:
+        # the simulation's providers found some contacts dead (its club decays)
+        dead = conn.execute("select count(*) from ops.dead_contacts").fetchone()[0]
+        contacts, measured = conn.execute(
+            "select count(*), count(*) filter (where status = 'dead')"
+            " from analytics.contact_health").fetchone()
+    assert dead > 0 and 0 < measured <= dead
+    section = page[page.index('<section id="contacts">'):]
+    section = section[:section.index("</section>")]
+    text = _visible_text(section)
+    assert f"{measured:,} of {contacts:,} phones and emails are known dead" in text
+    assert "<svg" in section  # the chart
+    for label in ("under 2 years ago", "2-3 years ago", "3-5 years ago", "5+ years ago"):
+        assert label in text
+    # the article's reference beside the measured shares
+    assert "~30%" in text and "50%–60%" in text and "~90%" in text
+    assert "dead, CLM article" in text
 
 
 def test_a_simulation_of_other_days_is_left_out(club) -> None:
@@ -278,7 +301,8 @@ def test_page_fits_the_screen_in_chromium(club, tmp_path: Path, width: int) -> N
     assert measure["innerWidth"] == width
     assert measure["scrollWidth"] <= measure["innerWidth"], measure["scrollWidth"]
     assert measure["broken"] == 0
-    assert measure["svgs"] >= 5  # uplift, funnel, audience, per customer, retention, simulation
+    # uplift, funnel, audience, per customer, retention, contact health, simulation
+    assert measure["svgs"] >= 6
     visible = measure["text"]
     assert '{"' not in visible
     assert re.search(r"\d+\.\d%", visible)  # shares as percents
@@ -286,3 +310,4 @@ def test_page_fits_the_screen_in_chromium(club, tmp_path: Path, width: int) -> N
     errors = [e for e in browser.events
               if e.get("method") in ("Runtime.exceptionThrown", "Runtime.consoleAPICalled")]
     assert errors == []
+    assert "Contact health" in visible and "dead, CLM article" in visible

@@ -277,3 +277,49 @@ def test_unconfigured_receiver_refuses_with_503(fresh_db):
         assert httpx.post(f"{base}/twilio/inbound", data={"Body": "STOP"}).status_code == 503
         assert httpx.get(f"{base}/health").json() == {"ok": True}
     assert events_and_suppressions(fresh_db) == ([], [])
+
+
+def test_a_hard_bounce_marks_the_email_dead_and_a_soft_one_or_a_complaint_does_not(
+        fresh_db, receiver, key):
+    ids = _outbox(fresh_db, [(f"C{i}", "email", f"c{i}@example.com") for i in range(5)])
+    ts = int(time.time())
+    batch = [
+        _sg("bounce", ids["C0"], "C0@Example.com", ts, type="bounce", reason="550 no such user"),
+        _sg("bounce", ids["C1"], "c1@example.com", ts, type="blocked", reason="421 later"),
+        _sg("dropped", ids["C2"], "c2@example.com", ts, reason="Bounced Address"),
+        _sg("spamreport", ids["C3"], "c3@example.com", ts),
+        _sg("deferred", ids["C4"], "c4@example.com", ts, response="451 try later"),
+    ]
+    r = _post_sendgrid(receiver, key, batch)
+    assert r.status_code == 200 and r.json()["dead"] == 2, r.text
+    assert table(fresh_db, "select kind, address, evidence, observed_at, source "
+                           "from ops.dead_contacts order by address") == [
+        ("email", "c0@example.com", "hard_bounce", datetime.fromtimestamp(ts, UTC), "sendgrid"),
+        ("email", "c2@example.com", "hard_bounce", datetime.fromtimestamp(ts, UTC), "sendgrid"),
+    ]
+    # the same batch retried marks nothing again
+    assert _post_sendgrid(receiver, key, batch).json()["dead"] == 0
+
+
+@pytest.mark.parametrize(("status", "error", "evidence"), [
+    ("undelivered", "30005", "undelivered"),  # unknown handset: no longer in service
+    ("undelivered", "30006", "carrier_failure"),  # landline or unreachable carrier
+    ("failed", "21211", "undelivered"),  # invalid To number
+    ("failed", "21614", "undelivered"),  # not a mobile number
+    ("undelivered", "30003", None),  # handset off or out of coverage: temporary
+    ("undelivered", "30007", None),  # carrier filtering: about the text, not the number
+    ("failed", "30008", None),  # unknown error
+    ("delivered", "30005", None),  # an error code on a delivered status proves nothing
+])
+def test_a_twilio_failure_marks_the_number_dead_only_for_a_dead_number_error(
+        fresh_db, receiver, status, error, evidence):
+    ids = _outbox(fresh_db, [("A", "sms", PHONE_A)])
+    params = {"MessageSid": "SM" + "9" * 32, "MessageStatus": status, "ErrorCode": error,
+              # as a club might have stored it: the dead number is kept in E.164
+              "To": "+380 67 111 0001"}
+    assert _post_twilio(receiver, "status", params, f"?outbox_id={ids['A']}").status_code == 204
+    dead = table(fresh_db, "select kind, address, evidence, source from ops.dead_contacts")
+    assert dead == ([("phone", PHONE_A, evidence, "twilio")] if evidence else [])
+    # the event is recorded either way, with its error code
+    assert table(fresh_db, "select event_type, reason from ops.message_events") == [
+        (status, f"error {error}")]

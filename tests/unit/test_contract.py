@@ -66,7 +66,8 @@ def test_keys_references_and_required_files() -> None:
                 ref_file, ref_col = col.references.split(".")
                 assert FILES[ref_file + ".csv"].key == (ref_col,)
     optional_columns = [(s.name, c.name) for s in CONTRACT for c in s.columns if not c.required]
-    assert optional_columns == [("customers.csv", "club_id")]
+    assert optional_columns == [("customers.csv", "club_id"),
+                                ("customers.csv", "contact_updated_at")]
     assert FILES["customers.csv"].column("club_id").default == "main"
 
 

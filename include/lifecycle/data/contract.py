@@ -131,6 +131,15 @@ CONTRACT: tuple[FileSpec, ...] = (
                 required=False,
                 default="main",
             ),
+            Column(
+                "contact_updated_at",
+                ColumnType.DATE_OR_TIMESTAMP,
+                "when the customer last gave or confirmed their phone or email at the club "
+                "(contact health counts it as proof both are alive); empty or absent: "
+                "created_at",
+                nullable=True,
+                required=False,
+            ),
         ),
     ),
     FileSpec(

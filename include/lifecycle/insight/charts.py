@@ -161,3 +161,33 @@ def simulation(pols: dict[str, Any], names: list[str], titles: dict[str, str],
                color=["#c44", "#2a7"][: len(names)])
         ax.set_title(title, fontsize=9)
     return svg(fig)
+
+
+def contact_health(rows: list[dict[str, Any]]) -> str:
+    """Dead and unconfirmed contacts as shares of each age bucket (time since a contact was
+    last confirmed alive), beside the CLM article's dead share for that age."""
+    if not any(r["contacts"] for r in rows):
+        return ""
+    fig, ax = figure(9, 3.2)
+    x = list(range(len(rows)))
+    share = [100 * r["dead"] / r["contacts"] if r["contacts"] else 0 for r in rows]
+    unconfirmed = [100 * r["unconfirmed"] / r["contacts"] if r["contacts"] else 0 for r in rows]
+    ax.bar([i - 0.2 for i in x], share, width=0.4, color="#c44", label="dead (measured)")
+    ax.bar([i + 0.2 for i in x], unconfirmed, width=0.4, color="#bbb",
+           label="unconfirmed (not known alive)")
+    ref = [(i, r) for i, r in zip(x, rows, strict=True) if r["reference_low"] is not None]
+    if ref:
+        mid = [100 * (r["reference_low"] + r["reference_high"]) / 2 for _, r in ref]
+        ax.errorbar([i for i, _ in ref], mid,
+                    yerr=[[m - 100 * r["reference_low"] for m, (_, r) in zip(mid, ref,
+                                                                              strict=True)],
+                          [100 * r["reference_high"] - m for m, (_, r) in zip(mid, ref,
+                                                                              strict=True)]],
+                    fmt="D-", color="#222", capsize=4, label="dead, CLM article's reference")
+    ax.set_xticks(x, [f"{r['label']}\n({r['contacts']:,} contacts)" for r in rows])
+    ax.set_ylim(0, 105)
+    _percent_axis(ax.yaxis)
+    ax.set_ylabel("share of the bucket's contacts")
+    ax.set_xlabel("time since the contact was last confirmed alive")
+    ax.legend(fontsize=8, loc="upper left")
+    return svg(fig)

@@ -85,6 +85,7 @@ SECTIONS = (
     ("per-customer", "Messages per customer"),
     ("cost", "Cost"),
     ("retention", "Retention metrics"),
+    ("contacts", "Contact health"),
     ("simulation", "Simulation: AS IS (blast) vs TO BE (lifecycle)"),
 )
 SIMULATION_TITLES = {"blast": "AS IS (blast)", "lifecycle": "TO BE (lifecycle)"}
@@ -464,6 +465,34 @@ def sensitivity_line(pols: dict[str, Any], model: dict[str, Any], currency: str)
     )
 
 
+def _contact_health(conn: psycopg.Connection, schema: str) -> dict[str, Any] | None:
+    """metrics_contact_health of its last build, phones and emails together per age bucket;
+    None when it is not built."""
+    if not _exists(conn, f'"{schema}".metrics_contact_health'):
+        return None
+    buckets = _rows(conn, f"""
+        select age_bucket, label, min(bucket_order) as bucket_order,
+               sum(contacts) as contacts, sum(dead_contacts) as dead,
+               sum(unconfirmed_contacts) as unconfirmed, sum(alive_contacts) as alive,
+               min(reference_dead_share_low) as reference_low,
+               min(reference_dead_share_high) as reference_high, max(as_of_date) as as_of
+        from "{schema}".metrics_contact_health group by 1, 2 order by 3""")
+    kinds = _rows(conn, f"""
+        select contact_kind, sum(contacts) as contacts, sum(dead_contacts) as dead,
+               sum(unconfirmed_contacts) as unconfirmed
+        from "{schema}".metrics_contact_health group by 1 order by 1""")
+    for r in buckets:
+        for k in ("reference_low", "reference_high"):
+            r[k] = _float(r[k])
+    contacts = sum(r["contacts"] for r in buckets)
+    dead = sum(r["dead"] for r in buckets)
+    return {
+        "as_of": buckets[0]["as_of"] if buckets else None, "buckets": buckets, "kinds": kinds,
+        "contacts": contacts, "dead": dead, "dead_share": dead / contacts if contacts else None,
+        "chart": charts.contact_health(buckets),
+    }
+
+
 def build_report(
     url: str, first: date, last: date, settings: Settings | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -523,6 +552,7 @@ def build_report(
         )
         sim = _simulation(conn, first, last)
         offers = _offers(conn, schema, first, last, settings.club_timezone)
+        health = _contact_health(conn, schema)
         ctx = _context(settings, first, last, customers, daily, skips, per_customer, outbox,
                        arms, funnel, retention, sim, everyone)
         ahead = forecast.next_month(conn, schema, last, ctx["phases"], margins(rules), rules)
@@ -531,6 +561,7 @@ def build_report(
     from markupsafe import Markup
 
     ctx["offers"] = offers
+    ctx["contact_health"] = health and {**health, "chart": Markup(health["chart"])}
     ctx["hours_chart"] = Markup(charts.bars(
         [h for h, _ in offers["hours"]], [n for _, n in offers["hours"]],
         "messages sent, by local hour of send_at") if offers["hours"] else "")

@@ -9,13 +9,16 @@ it. Each day of the simulation:
    and ``pipeline.send_due`` (sandbox transport, logical clock) run. ``blast`` policy (the AS
    IS): on the month's campaign days (3-6 a month) every member with a usable phone gets the
    same membership SMS through the same outbox and dispatch; a purchase does not stop it.
-2. Every message that went out may cause a response with the phase's probability
+2. The providers answer (``provider_outcomes``): a message to a contact the club's decay
+   has killed (``lifecycle.data.decay``) bounces or is undelivered, which marks the address
+   dead (planning skips it from then on); any other is delivered.
+3. Every message that went out may cause a response with the phase's probability
    (``ResponseModel``): the visit, purchase or membership is written into ``raw.*`` dated
    within the phase's attribution window, so the next days' dbt builds and facts see it. Only
    customers who would not have converted in that window anyway respond (the response is
    incremental by construction), so the measured uplift against the control group can be
    checked against what the simulation caused.
-3. Every message may make its recipient opt out (``ops.suppressions``, channel), more likely
+4. Every message may make its recipient opt out (``ops.suppressions``, channel), more likely
    the more messages they got in the last 30 days; planning and dispatch then respect it.
 
 Speed: ``dbt build`` in a subprocess costs ~8-12 s a day at 10k customers, most of it dbt
@@ -203,6 +206,64 @@ def _measured(conn: psycopg.Connection, schema: str) -> list[dict[str, Any]]:
     return out
 
 
+def provider_outcomes(url: str, day: date, seed: int, settings: Settings) -> dict[str, int]:
+    """What the providers would report about the day's sent SMS and email, written through
+    the real webhook parsers and writer: a message to a contact the club's decay has killed
+    (``lifecycle.data.decay``, by the time since the customer's last visit) bounces (SendGrid
+    ``bounce``) or is undelivered (Twilio error 30005, unknown handset), which marks the
+    address dead so later plans skip it; any other is delivered, which confirms the contact.
+    Returns the events written by type."""
+    from starlette.datastructures import FormData
+
+    from lifecycle.contacts import CHANNEL_KIND, normalize
+    from lifecycle.data.decay import is_dead
+    from lifecycle.delivery.webhooks import sendgrid, twilio
+    from lifecycle.delivery.webhooks.events import write_events
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """
+            select o.outbox_id, o.channel, o.to_address, o.send_at,
+                   (%(d)s - greatest(c.created_at::date, max(v.visited_at)::date)) / 365.25
+            from ops.outbox o
+            join raw.customers c on c.customer_id = o.customer_id
+            left join raw.visits v on v.customer_id = o.customer_id and v.visited_at < %(end)s
+            where o.plan_date = %(d)s and o.status = 'sent' and o.channel in ('sms', 'email')
+            group by o.outbox_id, o.channel, o.to_address, o.send_at, c.created_at
+            order by o.outbox_id
+            """,
+            {"d": day, "end": datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)},
+        ).fetchall()
+    events = []
+    batch = []
+    for outbox_id, channel, address, due_at, years in rows:
+        dead = is_dead(seed, CHANNEL_KIND[channel], normalize(CHANNEL_KIND[channel], address),
+                       float(years or 0))
+        # a minute after the message was due: a replayed day's sent_at is the logical clock's
+        # end of the day (pipeline.logical_now), after the day a report should count for
+        at = due_at + timedelta(minutes=1)
+        if channel == "sms":
+            params = {"MessageSid": f"SMsim{outbox_id:027d}", "To": address,
+                      "MessageStatus": "undelivered" if dead else "delivered"}
+            if dead:
+                params["ErrorCode"] = "30005"
+            event = twilio.status_event(FormData(params), str(outbox_id), at)
+            if event is not None:
+                events.append(event)
+        else:
+            item = {"event": "bounce" if dead else "delivered", "email": address,
+                    "timestamp": int(at.timestamp()), "outbox_id": str(outbox_id),
+                    "sg_message_id": f"sim{outbox_id}.filter"}
+            if dead:
+                item.update(type="bounce", reason="550 5.1.1 no such user")
+            batch.append(item)
+    if batch:
+        events += sendgrid.parse_batch(json.dumps(batch).encode())[0]
+    if not events:
+        return {}
+    return write_events(url, events, settings=settings).by_type
+
+
 def simulate_policy(
     server_url: str,
     policy: Policy,
@@ -269,6 +330,7 @@ def simulate_policy(
                     elif day in campaign:
                         _plan_blast(conn, day, rules, settings)
                     send_due(url, day, clock="logical", settings=settings)
+                    provider_outcomes(url, day, seed, settings)
                     respond(conn, day, rules, model, seed, result, settings)
                     if progress is not None:
                         progress(day, i + 1)

@@ -25,6 +25,7 @@ from lifecycle.planning.audience import (
     load_suppressions,
     lookback_days,
     select_candidates,
+    select_keep_alive,
 )
 from lifecycle.planning.plan import (
     ALREADY_PLANNED_TODAY,
@@ -291,7 +292,9 @@ def compute_plan(
 ) -> Plan:
     """Decide the day without writing anything (the preview runs this read-only)."""
     as_of = check_facts_date(conn, plan_date, settings)
+    # keep-alive last: ranked after every phase, so a phase message always wins the day
     candidates = select_candidates(conn, rules, plan_date, settings)
+    candidates += select_keep_alive(conn, rules, plan_date, settings)
     ids = sorted({c.customer_id for c in candidates})
     history = load_history(conn, ids, plan_date, lookback_days(rules))
     phones = {c.customer_id: c.facts.get("phone") for c in candidates}

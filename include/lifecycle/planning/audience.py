@@ -15,6 +15,8 @@ from lifecycle.logs import get_logger
 from lifecycle.planning.plan import (
     CONTROL_GROUP,
     DEAD_CONTACT,
+    KEEP_ALIVE_CYCLE,
+    LIVE_STATUSES,
     Candidate,
     History,
     PlanningError,
@@ -87,6 +89,97 @@ def select_candidates(
             for row in cur.execute(query, step.condition.params):
                 out.append(Candidate(phase, step, row))
     return out
+
+
+CONTACT_HEALTH_RELATION = "contact_health"
+# Periods of keep_alive.every_days are counted from this day (any fixed day would do).
+KEEP_ALIVE_EPOCH = date(2000, 1, 1)
+
+
+def keep_alive_cycle(plan_date: date, every_days: int) -> str:
+    """The cycle key of a keep-alive planned on ``plan_date``: its period of every_days."""
+    return f"keep_alive:{every_days}:{(plan_date - KEEP_ALIVE_EPOCH).days // every_days}"
+
+
+def _reachable_on(channel: str) -> sql.Composable:
+    """SQL over customer_facts ``f``: the customer may get a message on ``channel`` (consent,
+    valid contact, not suppressed, the address not dead): who a keep-alive can reach."""
+    kind = CHANNEL_KIND[channel]
+    address = sql.Identifier("f", "phone" if kind == PHONE else "email")
+    parts = [
+        sql.SQL("{}").format(sql.Identifier("f", f"{channel}_contactable")),
+        sql.SQL("not exists (select 1 from ops.suppressions s where s.customer_id = "
+                "f.customer_id and s.channel = {})").format(sql.Literal(channel)),
+        sql.SQL("not exists (select 1 from ops.dead_contacts d where d.kind = {} "
+                "and d.address = {})").format(sql.Literal(kind), address),
+    ]
+    if channel == "sms":
+        parts.append(sql.SQL("not exists (select 1 from ops.address_suppressions a where "
+                             "a.channel = 'sms' and a.address = f.phone)"))
+    return sql.SQL("(") + sql.SQL(" and ").join(parts) + sql.SQL(")")
+
+
+def select_keep_alive(
+    conn: psycopg.Connection, rules: Rules, plan_date: date, settings: Settings
+) -> list[Candidate]:
+    """The keep-alive candidates of ``plan_date``: customers nobody has touched for
+    policy.keep_alive.every_days days, the longest untouched first, at most max_per_day.
+
+    Touched: the day the customer was created (customer_since), a message planned for them
+    before D that is live or may have reached its provider, a control-group would-have
+    (counted as its treatment twin's message), and a contact's last confirmation
+    (contact_health: a delivery, a reply, a reached call, a contact given). Only customers a
+    keep-alive channel can reach are chosen, so the unreachable do not fill the day's quota.
+    """
+    compiled = rules.keep_alive
+    ka = rules.policy.keep_alive
+    if compiled is None or ka is None:
+        return []
+    if check_facts_date(conn, plan_date, settings) is None:
+        return []
+    confirmations = sql.SQL("")
+    if _exists(conn, settings, CONTACT_HEALTH_RELATION):
+        confirmations = sql.SQL(
+            " union all select customer_id, max(last_confirmed_on) from {} group by customer_id"
+        ).format(sql.Identifier(settings.dbt_schema, CONTACT_HEALTH_RELATION))
+    else:
+        log.warning("%s.%s is not built: keep-alive counts messages only, not confirmations",
+                    settings.dbt_schema, CONTACT_HEALTH_RELATION)
+    query = sql.SQL("""
+        with touches as (
+            select customer_id, max(plan_date) as touched_on from ops.outbox
+            where plan_date < %(d)s and (status = any(%(live)s) or handed_at is not null)
+            group by customer_id
+            union all
+            select customer_id, max(plan_date) from ops.skips
+            where plan_date < %(d)s and reason = %(control)s and channel is not null
+            group by customer_id
+            {confirmations}
+        ),
+        last_touch as (
+            select customer_id, max(touched_on) as touched_on from touches group by customer_id
+        )
+        select f.*, greatest(f.customer_since, t.touched_on) as last_touched_on
+        from {facts} f
+        left join last_touch t on t.customer_id = f.customer_id
+        where f.customer_since is not null
+            and greatest(f.customer_since, t.touched_on) <= %(d)s - %(every)s
+            and ({reachable})
+        order by last_touched_on, f.customer_id
+        limit %(limit)s
+    """).format(
+        confirmations=confirmations,
+        facts=facts_table(settings),
+        reachable=sql.SQL(" or ").join(_reachable_on(ch) for ch in ka.channels),
+    )
+    cycle = keep_alive_cycle(plan_date, ka.every_days)
+    step = compiled.steps[0]
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute(query, {
+        "d": plan_date, "live": list(LIVE_STATUSES), "control": CONTROL_GROUP,
+        "every": ka.every_days, "limit": ka.max_per_day,
+    })
+    return [Candidate(compiled, step, {**row, KEEP_ALIVE_CYCLE: cycle}) for row in rows]
 
 
 def lookback_days(rules: Rules) -> int:

@@ -65,6 +65,8 @@ SUPPRESSION_SKIPS = {
     DEAD_CONTACT: DEAD_CONTACT,  # ops.dead_contacts (lifecycle.contacts)
 }
 LIVE_STATUSES = ("planned", "claimed", "sent", "unknown")
+# the facts key of a keep-alive candidate's cycle: its period of policy.keep_alive.every_days
+KEEP_ALIVE_CYCLE = "keep_alive_cycle"
 
 
 def holds_key(status: str, handed_at: object) -> bool:
@@ -95,6 +97,8 @@ class Candidate:
 
     @property
     def cycle_key(self) -> str:
+        if KEEP_ALIVE_CYCLE in self.facts:  # one keep-alive per customer and period
+            return self.facts[KEEP_ALIVE_CYCLE]
         if self.phase.phase.repeat == "once_per_customer":
             return "customer"
         return self.facts.get("membership_id") or "none"

@@ -105,6 +105,7 @@ class Semantics:
             self.check_phase(phase, base)
 
     def check_policy(self, policy: dict[str, Any]) -> None:
+        self.check_keep_alive(policy.get("keep_alive"))
         window = policy.get("send_window")
         if isinstance(window, dict):
             try:
@@ -352,6 +353,22 @@ class Semantics:
                     valid="at least one weight above 0",
                 )
             )
+
+    def check_keep_alive(self, keep_alive: Any) -> None:
+        """The keep-alive message's texts, as a phase step's are checked."""
+        if not isinstance(keep_alive, dict) or not isinstance(keep_alive.get("templates"), dict):
+            return
+        raw = keep_alive.get("channels")
+        channels = [c for c in raw if c in ("sms", "email")] if isinstance(raw, list) else []
+        seg = keep_alive.get("max_sms_segments", 2)
+        self.check_templates(
+            keep_alive["templates"],
+            ("policy", "keep_alive", "templates"),
+            channels,
+            _valid_offer(keep_alive.get("offer")),
+            DEFAULT_VARIANT,
+            seg if is_int(seg) and 1 <= seg <= 10 else None,
+        )
 
     def check_templates(
         self,

@@ -67,6 +67,9 @@ class Rules:
     model: RulesFile
     phases: list[CompiledPhase]  # enabled ones, by priority
     file: str = "<rules>"
+    # policy.keep_alive as a pseudo-phase after every phase; None when off. Not in ``phases``:
+    # its audience is not a customer_facts condition, and dbt's eligibility knows phases only.
+    keep_alive: CompiledPhase | None = None
 
     @property
     def policy(self) -> Policy:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from psycopg import sql
 from pydantic import (
     BaseModel,
     ValidationError,
@@ -16,9 +17,9 @@ from pydantic import (
 
 from lifecycle.rules.checks import Semantics
 from lifecycle.rules.compiled import CompiledPhase, CompiledStep, CompiledVariant, Rules
-from lifecycle.rules.conditions import default_context
+from lifecycle.rules.conditions import Compiled, default_context
 from lifecycle.rules.errors import ROOT, Problem, RuleError, RulesInvalid, closest, problem_at
-from lifecycle.rules.models import DynamicOffer, RulesFile
+from lifecycle.rules.models import KEEP_ALIVE, Conversion, DynamicOffer, Phase, RulesFile
 from lifecycle.rules.yamldoc import DocumentTooLarge, compose_with_marks, locate_all, yaml_error
 
 # --------------------------------------------------------------------------- loading
@@ -139,7 +140,31 @@ def parse_rules(text: str, name: str = "<rules>", *, schema: str | None = None) 
         if phase.enabled:
             phases.append(CompiledPhase(phase, steps))
     phases.sort(key=lambda cp: cp.phase.priority)
-    return Rules(text, model, phases, name)
+    return Rules(text, model, phases, name, keep_alive_phase(model))
+
+
+def keep_alive_phase(model: RulesFile) -> CompiledPhase | None:
+    """policy.keep_alive as a phase named keep_alive with one step, ranked after every phase;
+    None when it is off. Its audience is chosen by planning.audience.select_keep_alive."""
+    ka = model.policy.keep_alive
+    if ka is None or not ka.enabled:
+        return None
+    # Not validated as a Phase: its name is not a lifecycle phase's and it has no audience.
+    phase = Phase.model_construct(
+        name=KEEP_ALIVE,
+        description="keep-alive",
+        enabled=True,
+        priority=max((p.priority for p in model.phases), default=0) + 1,
+        audience=None,
+        channels=list(ka.channels),
+        steps=[],
+        max_sms_segments=ka.max_sms_segments,
+        frequency_caps=[],
+        repeat="once_per_customer",
+        conversion=Conversion(),
+    )
+    step = CompiledStep(1, ka.offer, ka.templates, Compiled(sql.SQL("true")))
+    return CompiledPhase(phase, [step])
 
 
 # ---- pydantic errors, made readable

@@ -193,6 +193,10 @@ class Policy(BaseModel):
         default_factory=NextBestOffer,
         description="Who counts as a look-alike for offers `from: next_best_offer`",
     )
+    keep_alive: KeepAlive | None = Field(
+        default=None,
+        description="A yearly low-key message to customers nobody has reached (none: off)",
+    )
 
 
 class EmailTemplate(BaseModel):
@@ -427,6 +431,41 @@ class Phase(BaseModel):
         if self.conversion.within_days is not None:
             return self.conversion.within_days
         return DEFAULT_CONVERSION_DAYS[self.name]
+
+
+KEEP_ALIVE = "keep_alive"
+
+
+class KeepAlive(BaseModel):
+    """One low-key message to a customer nobody has reached for `every_days` days (no message
+    sent, nothing confirmed their phone or email alive), so the base does not decay. Planned
+    after every phase (lowest priority), within the ordinary caps, consents and control group;
+    once per customer per period of `every_days` days."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    every_days: int = Field(
+        default=365, ge=30, le=3650,
+        description="Days without a message or a confirmation before a keep-alive is planned",
+    )
+    channels: list[Literal["sms", "email"]] = Field(
+        min_length=1, description="In order of preference: the first reachable one is used"
+    )
+    offer: Offer = Field(description="What the message offers (its code is recorded)")
+    templates: Templates
+    max_sms_segments: int = Field(
+        default=2, ge=1, le=10,
+        description="An SMS longer than this many segments is never sent (skip 'too_long')",
+    )
+    max_per_day: int = Field(
+        default=100, ge=1, le=100_000,
+        description="Keep-alive candidates a day at most, the longest untouched first: a base "
+        "that was never contacted is woken up over days, not in one blast",
+    )
+
+
+# Policy names KeepAlive, which needs Offer and Templates defined below it.
+Policy.model_rebuild()
 
 
 class RulesFile(BaseModel):

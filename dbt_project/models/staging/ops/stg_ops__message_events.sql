@@ -37,7 +37,13 @@ final as (
             when 'spamreport' then 'complained'
             when 'unsubscribe' then 'unsubscribed'
             when 'group_unsubscribe' then 'unsubscribed'
-        end as message_status
+        end as message_status,
+        -- the recipient (or an inbound SMS's sender) as ops.dead_contacts keys it: a phone's
+        -- digits with its +, an email in lower case (lifecycle.contacts.normalize)
+        case
+            when channel = 'email' then nullif(lower(trim(address)), '')
+            else nullif(regexp_replace(address, '[^0-9+]', '', 'g'), '')
+        end as contact_address
     from source
 
 )

@@ -1,8 +1,9 @@
 """What a verified webhook delivers, as one record per event, and how it is written.
 
 Every provider module turns a verified request into ``Event`` records; ``write_events`` stores
-them in ``ops.message_events`` and applies the suppression change each new event implies, all in
-one transaction. A retried delivery conflicts on ``dedupe_key`` (or SendGrid's ``sg_event_id``)
+them in ``ops.message_events`` and applies the suppression change each new event implies, and
+marks the address dead (``ops.dead_contacts``, lifecycle.contacts) when the event proves it, all
+in one transaction. A retried delivery conflicts on ``dedupe_key`` (or SendGrid's ``sg_event_id``)
 and changes nothing: the suppression change is applied only for rows actually inserted.
 
 An SMS opt-out is kept twice: for every customer whose phone is the sender's
@@ -23,6 +24,7 @@ import phonenumbers
 import psycopg
 from psycopg import sql
 
+from lifecycle.contacts import CHANNEL_KIND, mark_dead
 from lifecycle.settings import Settings, get_settings
 
 # The suppression reasons of ops.suppressions an event can set, and the opt-in that lifts one.
@@ -52,6 +54,8 @@ class Event:
     address: str | None = None
     reason: str | None = None
     suppression: str | None = None  # opted_out | hard_bounce | spam_complaint | opt_in
+    # evidence the address is dead (lifecycle.contacts.DEAD_EVIDENCE): marked in ops.dead_contacts
+    dead_evidence: str | None = None
 
 
 @dataclass
@@ -60,6 +64,7 @@ class WriteResult:
     inserted: int = 0
     duplicates: int = 0
     suppressed: int = 0  # customer-channel suppressions added
+    dead: int = 0  # addresses newly marked dead
     opted_in: int = 0  # customer-channel opt-outs lifted
     ignored: int = 0  # events of a kind we do not record (the provider's newer types, etc.)
     by_type: dict[str, int] = field(default_factory=dict)
@@ -71,6 +76,7 @@ class WriteResult:
             "duplicates": self.duplicates,
             "suppressed": self.suppressed,
             "opted_in": self.opted_in,
+            "dead": self.dead,
             "ignored": self.ignored,
         }
 
@@ -226,7 +232,8 @@ def _change_address_suppression(conn: psycopg.Connection, e: Event, region: str)
 
 def write_events(url: str, events: list[Event], *, ignored: int = 0,
                  settings: Settings | None = None) -> WriteResult:
-    """Store the events and their suppression changes in one transaction (idempotent)."""
+    """Store the events, their suppression changes and the dead addresses they prove in one
+    transaction (idempotent)."""
     settings = settings or get_settings()
     result = WriteResult(received=len(events) + ignored, ignored=ignored)
     with psycopg.connect(url) as conn:
@@ -237,6 +244,10 @@ def write_events(url: str, events: list[Event], *, ignored: int = 0,
                 continue
             result.inserted += 1
             result.by_type[e.event_type] = result.by_type.get(e.event_type, 0) + 1
+            address = suppression_address(e, settings.default_region)
+            if e.dead_evidence is not None and address:
+                result.dead += mark_dead(conn, CHANNEL_KIND[e.channel], address,
+                                         e.dead_evidence, e.occurred_at, e.provider)
             if e.suppression is None:
                 continue
             customers = customers_for(conn, e, settings)

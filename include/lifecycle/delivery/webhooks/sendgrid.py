@@ -110,6 +110,15 @@ def _suppression(kind: str, item: dict) -> str | None:
     return None
 
 
+def _dead_evidence(kind: str, item: dict) -> str | None:
+    """hard_bounce when the event proves the address dead: a bounce that is not a soft
+    ``blocked`` one, or a drop because SendGrid holds a bounce for it; else None. A spam
+    report or an unsubscribe is a live person saying no, not a dead address."""
+    if _suppression(kind, item) == HARD_BOUNCE:
+        return HARD_BOUNCE
+    return None
+
+
 def _reason(kind: str, item: dict) -> str | None:
     if kind == "click":
         return clip(item.get("url"))
@@ -157,5 +166,6 @@ def parse_batch(body: bytes) -> tuple[list[Event], int]:
             address=address,
             reason=_reason(kind, item),
             suppression=_suppression(kind, item),
+            dead_evidence=_dead_evidence(kind, item),
         ))
     return events, ignored

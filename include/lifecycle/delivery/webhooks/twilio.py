@@ -36,6 +36,21 @@ __all__ = ["SIGNATURE_HEADER", "SIGNATURE_SETTINGS_HEADER", "parse_form", "signa
 STATUSES = frozenset({"queued", "sent", "delivered", "undelivered", "failed"})
 # Twilio refused the send because the recipient had opted out (replied STOP to our sender).
 UNSUBSCRIBED_RECIPIENT = "21610"
+# Error codes of an undelivered/failed SMS that prove the number itself cannot take our messages
+# (ops.dead_contacts evidence), from Twilio's error reference:
+#   30005 unknown destination handset: the number is unknown, inactive or no longer in service;
+#   21211 invalid 'To' phone number, 21614 'To' is not a valid mobile number: no SMS reaches it;
+#   30006 landline or unreachable carrier: the line cannot receive SMS (a carrier failure).
+# Not death, however often they come: 30003 unreachable handset (powered off, no signal,
+# roaming: Twilio calls it temporary), 30001 queue overflow, 30002 account suspended, 30004
+# blocked by the recipient, 30007 carrier filtering, 30008 unknown error; they are about the
+# moment, our account or our text, not the number.
+DEAD_NUMBER_ERRORS = {
+    "30005": "undelivered",
+    "21211": "undelivered",
+    "21614": "undelivered",
+    "30006": "carrier_failure",
+}
 
 
 def parse_form(body: bytes) -> FormData:
@@ -85,6 +100,8 @@ def status_event(params: FormData, outbox_id: str | None, received_at: datetime)
         address=clip_address(params.get("To")),
         reason=f"error {error}" if error else None,
         suppression=OPTED_OUT if error == UNSUBSCRIBED_RECIPIENT else None,
+        dead_evidence=(DEAD_NUMBER_ERRORS.get(error or "")
+                       if status in ("undelivered", "failed") else None),
     )
 
 

@@ -13,11 +13,15 @@ create table if not exists raw.customers (
     phone        text,
     timezone     text,
     created_at   timestamptz not null,
+    contact_updated_at timestamptz,
     _loaded_at   timestamptz not null default now()
 );
 
 -- Columns added after a table first shipped (contract grows compatibly, docs/architecture.md #8).
 alter table raw.customers add column if not exists club_id text not null default 'main';
+-- When the customer last gave or confirmed their contacts at the club (contact health); null:
+-- created_at, the day they first gave them.
+alter table raw.customers add column if not exists contact_updated_at timestamptz;
 
 create table if not exists raw.memberships (
     membership_id text primary key,
