@@ -537,7 +537,8 @@ def airflow_ui(port: int) -> None:
         sys.exit(2)
 
 
-# The day's commands (build, run, volume, outbox) live in their own module.
+# The day's commands (build, run, volume, outbox) and the call list's live in their own modules.
+from lifecycle.cli import calls as _calls  # noqa: E402,F401 - registers its commands on main
 from lifecycle.cli import day as _day  # noqa: E402,F401 - registers its commands on main
 
 if __name__ == "__main__":

@@ -205,7 +205,22 @@ class Semantics:
                 self.step_conditions[(base[1], j)] = condition
             if step.get("repeat") is not None:
                 self.check_repeat(step, sbase, j, len(steps), audience)
-            self.check_step_texts(step, sbase, channels, sms_limit)
+            self.check_step_texts(step, sbase, self.step_channels(step, sbase, channels),
+                                  sms_limit)
+
+    def step_channels(self, step: dict[str, Any], sbase: tuple, channels: list[str]) -> list[str]:
+        """The channels a step's texts must cover: its own ``channels``, else the phase's."""
+        own = step.get("channels")
+        if not isinstance(own, list):
+            return channels
+        out: list[str] = []
+        for c in own:
+            if isinstance(c, str) and c in CHANNELS:
+                if c in out:
+                    self.add(problem_at(sbase + ("channels",), f"channel '{c}' is listed twice"))
+                else:
+                    out.append(c)
+        return out
 
     def check_repeat(
         self, step: dict[str, Any], sbase: tuple, j: int, n_steps: int, audience: Compiled | None
@@ -390,6 +405,20 @@ class Semantics:
                     variant=variant,
                     sms_limit=sms_limit,
                 )
+            script = templates.get("call")
+            if isinstance(script, str) and script:
+                if "\n" in script.strip():
+                    found.append(
+                        problem_at(
+                            tbase + ("call",),
+                            "a call script is one line (the caller reads it from the call list)",
+                            valid="one line of text, like 'Offer {{ first_name }} ...'",
+                        )
+                    )
+                else:
+                    check_template(
+                        script, tbase + ("call",), found, offer=offer, variant=variant
+                    )
             email = templates.get("email")
             if isinstance(email, dict):
                 for part in ("subject", "body"):
