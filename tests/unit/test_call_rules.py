@@ -3,21 +3,15 @@ are whole numbers >= 0, and errors name the place."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from lifecycle.rules.errors import RulesInvalid
-from lifecycle.rules.loading import parse_rules
-from lifecycle.settings import Settings
 
-TEXT = Settings().rules_path.read_text()
-
-
-def _parse(*replacements: tuple[str, str]):
-    text = TEXT
-    for old, new in replacements:
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    return parse_rules(text, "rules.yml")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from test_plan_dispatch import rules_with as _parse  # noqa: E402 - the default rules, edited
 
 
 def _errors(*replacements: tuple[str, str]) -> dict[str, str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import date
 from pathlib import Path
 
 import click
 
-from lifecycle.cli import DATE, _load_or_exit, _url, main
+from lifecycle.cli import DATE, _load_or_exit, _loaded_or_exit, _url, main
 from lifecycle.settings import get_settings
 
 
@@ -46,11 +45,5 @@ def calls_list(day: date, club: str | None, fmt: str, out: Path | None) -> None:
 def calls_load(file: Path) -> None:
     """Load FILE of call outcomes (all or nothing; loading it again changes nothing)."""
     from lifecycle.calls.outcomes import load_outcomes
-    from lifecycle.data.loader import LoadError
 
-    try:
-        report = load_outcomes(_url(), file)
-    except LoadError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
-    click.echo(str(report))
+    click.echo(str(_loaded_or_exit(load_outcomes, _url(), file)))

@@ -120,16 +120,20 @@ class Semantics:
                     )
                 )
 
-    def check_phase(self, phase: dict[str, Any], base: tuple) -> None:
-        channels_raw = phase.get("channels")
+    def check_channels(self, raw: Any, parts: tuple) -> list[str]:
+        """The known channels of a ``channels`` list, each once (a repeat is a problem)."""
         channels: list[str] = []
-        if isinstance(channels_raw, list):
-            for c in channels_raw:
+        if isinstance(raw, list):
+            for c in raw:
                 if isinstance(c, str) and c in CHANNELS:
                     if c in channels:
-                        self.add(problem_at(base + ("channels",), f"channel '{c}' is listed twice"))
+                        self.add(problem_at(parts, f"channel '{c}' is listed twice"))
                     else:
                         channels.append(c)
+        return channels
+
+    def check_phase(self, phase: dict[str, Any], base: tuple) -> None:
+        channels = self.check_channels(phase.get("channels"), base + ("channels",))
         seg = phase.get("max_sms_segments", 2)
         sms_limit = seg if is_int(seg) and 1 <= seg <= 10 else None
 
@@ -205,22 +209,11 @@ class Semantics:
                 self.step_conditions[(base[1], j)] = condition
             if step.get("repeat") is not None:
                 self.check_repeat(step, sbase, j, len(steps), audience)
-            self.check_step_texts(step, sbase, self.step_channels(step, sbase, channels),
-                                  sms_limit)
-
-    def step_channels(self, step: dict[str, Any], sbase: tuple, channels: list[str]) -> list[str]:
-        """The channels a step's texts must cover: its own ``channels``, else the phase's."""
-        own = step.get("channels")
-        if not isinstance(own, list):
-            return channels
-        out: list[str] = []
-        for c in own:
-            if isinstance(c, str) and c in CHANNELS:
-                if c in out:
-                    self.add(problem_at(sbase + ("channels",), f"channel '{c}' is listed twice"))
-                else:
-                    out.append(c)
-        return out
+            # the channels the step's texts must cover: its own, else the phase's
+            own = step.get("channels")
+            step_channels = (self.check_channels(own, sbase + ("channels",))
+                             if isinstance(own, list) else channels)
+            self.check_step_texts(step, sbase, step_channels, sms_limit)
 
     def check_repeat(
         self, step: dict[str, Any], sbase: tuple, j: int, n_steps: int, audience: Compiled | None
