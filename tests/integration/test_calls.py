@@ -267,3 +267,17 @@ def test_dispatch_never_sends_a_call(club):
     assert table(url, "select status, attempts, batch_id, count(*) from ops.outbox "
                       f"where channel = 'call' and plan_date = '{D}' group by 1, 2, 3") == [
         ("planned", 0, None, 3)]
+
+
+def test_the_report_charges_every_call_made_and_counts_reached_ones_as_sent(club, tmp_path):
+    from lifecycle.insight.report import build_report
+
+    url, ids = club
+    plan_day(url, RULES, D, SETTINGS)
+    s1, b, n2 = (c.call_id for c in call_list(url, RULES, D, SETTINGS))
+    load_outcomes(url, write(tmp_path / "desk.csv", [
+        "call_id,called_at,outcome", f"{s1},2026-06-15T11:00:00+03:00,interested",
+        f"{b},2026-06-15T11:10:00+03:00,no_answer"]))
+    _, h = build_report(url, D, D, SETTINGS)
+    assert h["calls"] == 2  # n2 is not called yet: no outcome, no cost
+    assert h["cost"] == pytest.approx(2 * SETTINGS.call_cost, abs=0.01)

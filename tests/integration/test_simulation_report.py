@@ -67,6 +67,9 @@ def test_lifecycle_sends_far_fewer_messages_than_the_blast_and_converts(simulate
     assert lifecycle["opt_outs"] < blast["opt_outs"]
     # the blast offers a membership: it cannot sell add-ons or cross-sells
     assert blast["conversions"]["stimulation"] == blast["conversions"]["cross_sell"] == 0
+    # the front desk's calls (the return phase's step 3): made each day, each one charged
+    assert lifecycle["calls"] > 0 and blast["calls"] == 0
+    assert lifecycle["call_cost"] == round(lifecycle["calls"] * simulated[2].call_cost, 2)
     measured = {m["phase"]: m for m in lifecycle["measured_uplift"]}
     assert measured["return"]["treated_customers"] > 0
     assert measured["return"]["control_customers"] > 0
