@@ -281,3 +281,22 @@ def test_the_report_charges_every_call_made_and_counts_reached_ones_as_sent(club
     _, h = build_report(url, D, D, SETTINGS)
     assert h["calls"] == 2  # n2 is not called yet: no outcome, no cost
     assert h["cost"] == pytest.approx(2 * SETTINGS.call_cost, abs=0.01)
+
+
+def test_the_simulated_desk_makes_the_days_calls_at_the_models_rates(club, tmp_path):
+    from lifecycle.insight.responses import call_outcome, default_response_model
+    from lifecycle.insight.simulate import make_calls
+
+    url, _ = club
+    model = default_response_model().model_copy(
+        update={"call_reached": 0.5, "call_wrong_number": 0.25})
+    plan_day(url, RULES, D, SETTINGS)
+    calls = call_list(url, RULES, D, SETTINGS)
+    assert make_calls(url, D, RULES, model, 7, SETTINGS, tmp_path) == 3
+    drawn = {c.call_id: call_outcome(model, 7, D, c.call_id) for c in calls}
+    assert table(url, "select outbox_id, event_type from ops.message_events "
+                      "where provider = 'call_centre' order by 1") == sorted(
+        (i, f"call_{o}") for i, o in drawn.items())
+    dead = sum(o == "wrong_number" for o in drawn.values())
+    assert table(url, "select count(*) from ops.dead_contacts") == [(dead,)]
+    assert make_calls(url, D, RULES, model, 7, SETTINGS, tmp_path) == 0  # all made
