@@ -19,7 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lifecycle.airflow_env import local_airflow_env, local_home
+from lifecycle.calls.listing import call_list
 from lifecycle.planning.plan import PHASES_IN_ORDER
+from lifecycle.rules.loading import load_rules
 from lifecycle.settings import get_settings
 from lifecycle.transform.dbt import ensure_manifest
 from lifecycle.warehouse.migrations import migrate
@@ -354,4 +356,6 @@ def _print_totals(console: Console, url: str, first: date, last: date) -> None:
         t.add_row(f"  status {status}", str(n))
     for reason, n in sorted(skips):
         t.add_row(f"  skipped: {reason}", str(n))
+    calls = call_list(url, load_rules(get_settings().rules_path), last, get_settings())
+    t.add_row(f"call list of {last} (`lifecycle calls list --date {last}`)", str(len(calls)))
     console.print(t)

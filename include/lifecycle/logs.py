@@ -40,7 +40,7 @@ def mask_email(email: str | None) -> str | None:
 
 
 def mask_contact(channel: str, address: str | None) -> str | None:
-    return mask_phone(address) if channel == "sms" else mask_email(address)
+    return mask_email(address) if channel == "email" else mask_phone(address)
 
 
 def mask_text(text: str) -> str:

@@ -103,7 +103,8 @@ def skip_old_run(url: str, plan_date: date, today: date,
 def pending_counts(url: str, plan_date: date | None = None) -> dict[str, Any]:
     """Outbox rows not yet settled, by phase and channel (of one date, or all): what a
     failing task leaves behind."""
-    where = "status in ('planned', 'claimed', 'unknown')"
+    # calls wait for the front desk's outcomes file, not for a task
+    where = "status in ('planned', 'claimed', 'unknown') and channel <> 'call'"
     params: tuple = ()
     if plan_date is not None:
         where += " and plan_date = %s"

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Cost of one email (SendGrid's plans come to well under 0.01 USD a mail)",
     )
+    call_cost: float = Field(
+        default=8.0,
+        ge=0,
+        description="Cost of one call made (about 3 minutes of a front-desk or call-centre "
+        "person's time, answered or not)",
+    )
     currency: str = Field(default="UAH", description="Currency of prices and costs in reports")
     reports_dir: Path | None = Field(
         default=None, description="Where reports are written; default <state dir>/reports"

@@ -130,7 +130,8 @@ def test_build_then_a_past_day_on_each_clock(fresh_db):
         sent = dict(conn.execute("select phase, count(*) from ops.outbox where plan_date = %s "
                                  "and status = 'sent' group by 1", (D,)).fetchall())
         total = conn.execute("select count(*) from ops.outbox").fetchone()[0]
-    assert sent and sum(sent.values()) == total
+        calls = conn.execute("select count(*) from ops.outbox where channel = 'call'").fetchone()[0]
+    assert sent and sum(sent.values()) == total - calls  # calls wait for the front desk
     lines = {ln.split()[0]: ln.split() for ln in replay.output.splitlines() if ln.strip()}
     for phase, n in sent.items():
         assert int(lines[phase][3]) == n, replay.output  # phase eligible planned sent ...

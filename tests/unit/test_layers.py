@@ -26,16 +26,17 @@ ALLOWED: dict[str, set[str]] = {
     "delivery": BASE | {"warehouse", "rules"},
     "pipeline": BASE | {"warehouse", "rules", "transform", "planning", "delivery"},
     "operations": BASE | {"warehouse", "rules", "transform", "planning", "delivery", "pipeline"},
+    "calls": BASE | {"warehouse", "data", "rules", "planning", "delivery"},
     "insight": BASE
-    | {"warehouse", "data", "rules", "transform", "planning", "delivery", "pipeline"},
+    | {"warehouse", "data", "rules", "transform", "planning", "delivery", "pipeline", "calls"},
     "airflow_env": {"settings"},
     "local_airflow": {"settings", "airflow_env", "transform"},
     "demo": BASE
-    | {"airflow_env", "warehouse", "data", "rules", "transform", "planning", "insight"},
+    | {"airflow_env", "warehouse", "data", "rules", "transform", "planning", "insight", "calls"},
     "cli": BASE
     | {
         "warehouse", "data", "rules", "transform", "planning", "delivery", "pipeline",
-        "operations", "insight", "demo", "local_airflow",
+        "operations", "insight", "demo", "local_airflow", "calls",
     },
 }
 

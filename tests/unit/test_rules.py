@@ -133,7 +133,7 @@ def test_structural_errors_do_not_hide_condition_and_template_errors():
     assert errors["phases[1].priority"].valid == "a whole number"
     assert errors["phases[1].priority"].found == "'three'"
     chan = errors["phases[2].channels[1]"]
-    assert (chan.found, chan.suggestion, chan.valid) == ("'smss'", "sms", "sms, email")
+    assert (chan.found, chan.suggestion, chan.valid) == ("'smss'", "sms", "sms, email, call")
     assert errors["policy.max_mesages_per_day"].suggestion == "max_messages_per_day"
     days = errors["phases[1].audience.all[1].visits_in_last.days"]
     assert (days.found, days.valid) == ("14", "7, 30, 90")

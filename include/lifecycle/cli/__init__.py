@@ -122,14 +122,20 @@ def dbt_manifest() -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def load(directory: Path) -> None:
     """Load the data contract's CSV files from DIRECTORY into raw (all or nothing)."""
-    from lifecycle.data.loader import LoadError, load_dir
+    from lifecycle.data.loader import load_dir
+
+    click.echo(str(_loaded_or_exit(load_dir, _url(), directory)))
+
+
+def _loaded_or_exit(load, *args):
+    """``load(*args)``'s report; a rejected load's errors on stderr and exit 2."""
+    from lifecycle.data.loader import LoadError
 
     try:
-        report = load_dir(_url(), directory)
+        return load(*args)
     except LoadError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
-    click.echo(str(report))
 
 
 @main.command()
@@ -537,7 +543,8 @@ def airflow_ui(port: int) -> None:
         sys.exit(2)
 
 
-# The day's commands (build, run, volume, outbox) live in their own module.
+# The day's commands (build, run, volume, outbox) and the call list's live in their own modules.
+from lifecycle.cli import calls as _calls  # noqa: E402,F401 - registers its commands on main
 from lifecycle.cli import day as _day  # noqa: E402,F401 - registers its commands on main
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from lifecycle.delivery.transports.base import OutboundMessage, SendOutcome, Tra
 from lifecycle.rules.sms import segments
 from lifecycle.settings import Settings, get_settings
 
+# The channels dispatch sends. A call (channel 'call') is never claimed: the front desk makes
+# it from the call list (lifecycle.calls) and its outcome comes back as a file.
 CHANNELS = ("sms", "email")
 
 
@@ -94,16 +96,23 @@ with hit as (
     -- the customer is suppressed on the channel, or the address the row goes to is, or the
     -- address is dead (lifecycle.contacts: a phone serves sms and call, an email email)
     select o.outbox_id,
-           case coalesce(s.reason, a.reason) when 'manual' then 'suppressed'
-                else coalesce(s.reason, a.reason, 'dead_contact') end as reason
+           case coalesce(s.reason, a.reason, cs.reason, ca.reason) when 'manual' then 'suppressed'
+                else coalesce(s.reason, a.reason, cs.reason, ca.reason, 'dead_contact') end
+           as reason
     from ops.outbox o
     left join ops.suppressions s on s.customer_id = o.customer_id and s.channel = o.channel
     left join ops.address_suppressions a on a.channel = o.channel and a.address = o.to_address
+    -- a call goes to the phone: whatever stops SMS to it stops the call
+    left join ops.suppressions cs on o.channel = 'call' and cs.customer_id = o.customer_id
+                                  and cs.channel = 'sms'
+    left join ops.address_suppressions ca on o.channel = 'call' and ca.channel = 'sms'
+                                          and ca.address = o.to_address
     left join ops.dead_contacts d
            on d.kind = case o.channel when 'email' then 'email' else 'phone' end
           and d.address = o.to_address
     where o.status = 'planned'
-      and (s.customer_id is not null or a.address is not null or d.address is not null)
+      and (s.customer_id is not null or a.address is not null or d.address is not null
+           or cs.customer_id is not null or ca.address is not null)
     for update of o skip locked
 )
 update ops.outbox o set status = 'expired', last_error = hit.reason, updated_at = now()
@@ -161,6 +170,7 @@ def claim(
         select outbox_id from ops.outbox o
         where status = 'planned' and {due}
           and (%(channel)s::text is null or channel = %(channel)s)
+          and channel <> 'call'  -- the front desk makes calls, not a provider
           -- checked at claim time: a suppression committed after the skip above holds too
           and not exists (select 1 from ops.suppressions s
                           where s.customer_id = o.customer_id and s.channel = o.channel)

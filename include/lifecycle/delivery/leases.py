@@ -29,7 +29,8 @@ def expire_and_recover(
     lease_now: datetime | None = None,
     plan_date: date | None = None,
 ) -> tuple[int, int]:
-    """Expire planned rows past their deadline; settle claims whose lease lapsed.
+    """Expire planned rows past their deadline (not calls: a call stays planned until its
+    outcome is loaded); settle claims whose lease lapsed.
 
     A lapsed claim's rows never handed to a provider request go back to planned (certainly not
     sent); rows that were handed over become unknown (they may have been sent). ``now`` judges
@@ -41,7 +42,7 @@ def expire_and_recover(
     expired = conn.execute(
         "update ops.outbox set status = 'expired', last_error = 'deadline passed before sending', "
         "updated_at = now() where status = 'planned' and deadline_at < %s "
-        "and plan_date is distinct from %s",
+        "and plan_date is distinct from %s and channel <> 'call'",
         (now, plan_date),
     ).rowcount
     conn.execute(

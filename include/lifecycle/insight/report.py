@@ -171,11 +171,14 @@ def _outbox(conn: psycopg.Connection, first: date, last: date) -> dict[str, Any]
         "select status, count(*) from ops.outbox where plan_date between %(f)s and %(l)s "
         "group by 1", p).fetchall())
     by_phase: dict[str, dict[str, int]] = {}
+    # a call is made (and costs the desk's time) whatever its outcome: answered ones are sent,
+    # unanswered ones and wrong numbers failed with the outcome
     for phase, channel, body, n in conn.execute(
-        "select phase, channel, body, count(*) from ops.outbox where status = 'sent' "
+        "select phase, channel, body, count(*) from ops.outbox where (status = 'sent' "
+        "or (channel = 'call' and last_error in ('call_no_answer', 'call_wrong_number'))) "
         "and plan_date between %(f)s and %(l)s group by 1, 2, 3", p,
     ).fetchall():
-        row = by_phase.setdefault(phase, {"sms": 0, "email": 0, "segments": 0})
+        row = by_phase.setdefault(phase, {"sms": 0, "email": 0, "call": 0, "segments": 0})
         row[channel] += n
         if channel == "sms":
             row["segments"] += n * sms.segments(body)
@@ -274,8 +277,10 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
     out = []
     for phase in PHASES_IN_ORDER:
         t, c = by.get((phase, "treated")), by.get((phase, "control"))
-        sent = outbox["by_phase"].get(phase, {"sms": 0, "email": 0, "segments": 0, "customers": 0})
-        if t is None and c is None and not sent["sms"] + sent["email"]:
+        sent = outbox["by_phase"].get(
+            phase, {"sms": 0, "email": 0, "call": 0, "segments": 0, "customers": 0})
+        messages = sent["sms"] + sent["email"] + sent["call"]
+        if t is None and c is None and not messages:
             continue
         nt, nc = (t or {}).get("customers", 0), (c or {}).get("customers", 0)
         xt, xc = (t or {}).get("conversions", 0), (c or {}).get("conversions", 0)
@@ -288,7 +293,7 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
         money = uplift.money(cmp_, revenue, margin_revenue, cost)
         out.append({
             "phase": phase, "noun": noun, "verb": verb, "cmp": cmp_, "sent": sent,
-            "messages": sent["sms"] + sent["email"], "cost": cost, "money": money,
+            "messages": messages, "cost": cost, "money": money,
             "margin": margin_revenue / revenue if revenue else None,
             "margin_revenue": margin_revenue,
             "incremental_revenue": money.revenue[0] if money.revenue else None,
@@ -299,9 +304,9 @@ def _phases(arms: list[dict[str, Any]], outbox: dict[str, Any], settings: Settin
 
 def message_cost(sent: dict[str, int], settings: Settings) -> float:
     """What a phase's sent messages cost: billed units x price. SMS are billed by segment (a
-    Cyrillic text of 71+ characters is two), calls at ``call_cost`` when the settings have it."""
+    Cyrillic text of 71+ characters is two), calls made (reached or not) at ``call_cost``."""
     return (sent["segments"] * settings.sms_cost + sent["email"] * settings.email_cost
-            + sent.get("call", 0) * getattr(settings, "call_cost", 0.0))
+            + sent.get("call", 0) * settings.call_cost)
 
 
 def _funnel(conn: psycopg.Connection, schema: str, first: date,
@@ -578,10 +583,12 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
     by_phase = outbox["by_phase"]
     sent_sms = sum(r["sms"] for r in by_phase.values())
     sent_email = sum(r["email"] for r in by_phase.values())
+    sent_call = sum(r["call"] for r in by_phase.values())
     segments = sum(r["segments"] for r in by_phase.values())
-    messages = sent_sms + sent_email
+    messages = sent_sms + sent_email + sent_call
     sms_cost, email_cost = segments * settings.sms_cost, sent_email * settings.email_cost
-    cost = sms_cost + email_cost
+    call_cost = sent_call * settings.call_cost
+    cost = sms_cost + email_cost + call_cost
     phases = _phases(arms, outbox, settings) if arms is not None else []
     tot = uplift.total([r["cmp"] for r in phases])
     # every message's cost counts against the phases' money, whatever phase it was sent for
@@ -598,7 +605,8 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
         r["small"] = (r.get("customers_start") or 0) < SMALL_BASE
     headline = {
         "from": first.isoformat(), "to": last.isoformat(), "customers": customers,
-        "messages": messages, "sms": sent_sms, "email": sent_email, "sms_segments": segments,
+        "messages": messages, "sms": sent_sms, "email": sent_email, "calls": sent_call,
+        "sms_segments": segments,
         "expired": status.get("expired", 0),
         "messages_per_customer": round(messages / max(customers, 1), 3),
         "cost": round(cost, 2), "currency": settings.currency,
@@ -623,7 +631,7 @@ def _context(settings: Settings, first: date, last: date, customers: int, daily:
         "rules": Markup(uplift.RULES_IN_WORDS),
         "verdicts": (uplift.EFFECT, uplift.NO_EFFECT, uplift.TOO_FEW),
         "min_arm": uplift.MIN_ARM, "small_base": SMALL_BASE,
-        "sms_cost": sms_cost, "email_cost": email_cost,
+        "sms_cost": sms_cost, "email_cost": email_cost, "call_cost": call_cost,
         "not_sent": not_sent, "comparisons_built": arms is not None,
         "uplift_chart": Markup(charts.uplift(phases)),
         "funnel": funnel, "funnel_note": funnel_note,

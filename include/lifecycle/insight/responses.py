@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lifecycle.planning.outbox import customer_zone
 from lifecycle.planning.plan import PHASES_IN_ORDER
@@ -51,6 +51,7 @@ class PolicyResult:
     sms: int = 0
     sms_segments: int = 0
     email: int = 0
+    calls: int = 0  # calls made (an outcome loaded, answered or not)
     messaged_customers: int = 0
     opt_outs: int = 0
     conversions: Counter = field(default_factory=Counter)  # phase -> caused conversions
@@ -65,6 +66,7 @@ class PolicyResult:
     def as_dict(self, settings: Settings) -> dict[str, Any]:
         sms_cost = self.sms_segments * settings.sms_cost
         email_cost = self.email * settings.email_cost
+        call_cost = self.calls * settings.call_cost
         return {
             "policy": self.policy,
             "customers": self.customers,
@@ -77,9 +79,11 @@ class PolicyResult:
             "sms": self.sms,
             "sms_segments": self.sms_segments,
             "email": self.email,
+            "calls": self.calls,
             "sms_cost": round(sms_cost, 2),
             "email_cost": round(email_cost, 2),
-            "cost": round(sms_cost + email_cost, 2),
+            "call_cost": round(call_cost, 2),
+            "cost": round(sms_cost + email_cost + call_cost, 2),
             "currency": settings.currency,
             "opt_outs": self.opt_outs,
             "conversions": {p: self.conversions.get(p, 0) for p in PHASES_IN_ORDER},
@@ -152,6 +156,30 @@ class ResponseModel(BaseModel):
         description="Multiplies the response probability of a look-alike offer "
         "(offer_source next_best); the purchase is then the offered service",
     )
+    # The call channel: what the front desk's calls find (the simulated outcomes file).
+    call_reached: float = Field(
+        default=0.46, ge=0, le=1,
+        description="Share of calls that reach the customer (reached, not interested, "
+        "interested or booked)",
+    )
+    call_wrong_number: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Share of calls that find a wrong number (the phone is then dead); the "
+        "rest are not answered",
+    )
+    call_respond: float = Field(
+        default=0.13, ge=0, le=1,
+        description="Probability that a call that reached the customer causes the phase's "
+        "conversion (instead of the phase's rate in respond)",
+    )
+
+    @model_validator(mode="after")
+    def _call_shares(self) -> ResponseModel:
+        if self.call_reached + self.call_wrong_number > 1:
+            raise ValueError(
+                f"call_reached ({self.call_reached}) + call_wrong_number "
+                f"({self.call_wrong_number}) is more than 1: they are shares of the same calls")
+        return self
 
     @field_validator("blast_per_month")
     @classmethod
@@ -355,6 +383,7 @@ def respond(
         return
     sent = [(c, phase, channel) for c, phase, channel, _, _, _ in rows]
     ids = [c for c, _, _ in sent]
+    called = {c for c, _, channel in sent if channel == "call"}  # and reached
     zones = dict(
         conn.execute(
             "select customer_id, timezone from analytics.stg_club__customers "
@@ -420,8 +449,9 @@ def respond(
         anyway = _converts_anyway(conn, phase, customers, day, until)
         for c in customers:
             factor, offered = boost.get(c, (1.0, None))
+            p = model.call_respond if c in called else probability
             if c in anyway or stable_uniform(seed, day, c, phase, "respond") >= min(
-                1.0, probability * factor
+                1.0, p * factor
             ):
                 continue
             span = (until[c] - day).days
@@ -489,3 +519,14 @@ def _write_responses(conn: psycopg.Connection, out: _Responses) -> None:
                 (customer_id, channel),
             )
     conn.commit()
+
+
+def call_outcome(model: ResponseModel, seed: int, day: date, call_id: int) -> str:
+    """What the desk finds when it makes a call: reached, wrong_number or no_answer, drawn at
+    the model's call_reached and call_wrong_number shares."""
+    u = stable_uniform(seed, day, call_id, "call")
+    if u < model.call_reached:
+        return "reached"
+    if u < model.call_reached + model.call_wrong_number:
+        return "wrong_number"
+    return "no_answer"

@@ -34,13 +34,16 @@ the end.
 from __future__ import annotations
 
 import calendar
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,7 @@ from lifecycle.insight.responses import (
     Policy,
     PolicyResult,
     ResponseModel,
+    call_outcome,
     default_response_model,
     respond,
 )
@@ -181,8 +185,12 @@ def _sent_totals(conn: psycopg.Connection, result: PolicyResult) -> None:
         if channel == "sms":
             result.sms += n
             result.sms_segments += n * sms.segments(body)
-        else:
+        elif channel == "email":
             result.email += n
+    # every call made costs the desk's time, answered or not
+    result.calls = conn.execute(
+        "select count(*) from ops.message_events where provider = 'call_centre'"
+    ).fetchone()[0]
     result.messaged_customers = conn.execute(
         "select count(distinct customer_id) from ops.outbox where status = 'sent'"
     ).fetchone()[0]
@@ -264,6 +272,30 @@ def provider_outcomes(url: str, day: date, seed: int, settings: Settings) -> dic
     return write_events(url, events, settings=settings).by_type
 
 
+def make_calls(url: str, day: date, rules: Rules, model: ResponseModel, seed: int,
+               settings: Settings, workdir: Path) -> int:
+    """The front desk's day: the call list of ``day``, each call's outcome drawn from the
+    model, loaded back as an outcomes file (`lifecycle calls load`). Returns the calls made."""
+    from lifecycle.calls.listing import call_list, calls_csv
+    from lifecycle.calls.outcomes import load_outcomes
+
+    calls = call_list(url, rules, day, settings)
+    if not calls:
+        return 0
+    rows = list(csv.DictReader(io.StringIO(calls_csv(calls))))
+    noon = datetime.combine(day, dtime(12, 0), tzinfo=customer_zone(None, settings.club_timezone))
+    for row, call in zip(rows, calls, strict=True):
+        row["called_at"] = noon.isoformat()
+        row["outcome"] = call_outcome(model, seed, day, call.call_id)
+    path = workdir / f"calls-{day.isoformat()}.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    load_outcomes(url, path)
+    return len(calls)
+
+
 def simulate_policy(
     server_url: str,
     policy: Policy,
@@ -331,6 +363,8 @@ def simulate_policy(
                         _plan_blast(conn, day, rules, settings)
                     send_due(url, day, clock="logical", settings=settings)
                     provider_outcomes(url, day, seed, settings)
+                    if policy == "lifecycle":
+                        make_calls(url, day, rules, model, seed, settings, Path(target))
                     respond(conn, day, rules, model, seed, result, settings)
                     if progress is not None:
                         progress(day, i + 1)

@@ -19,6 +19,7 @@ import psycopg
 
 from lifecycle.planning.audience import (
     check_facts_date,
+    load_calls_today,
     load_history,
     load_next_best_offers,
     load_send_minutes,
@@ -30,6 +31,8 @@ from lifecycle.planning.audience import (
 from lifecycle.planning.plan import (
     ALREADY_PLANNED_TODAY,
     ALREADY_SENT,
+    CALL_ATTEMPTS,
+    CALL_CAPACITY,
     CAPPED,
     CONTROL_GROUP,
     LOWER_PRIORITY,
@@ -45,7 +48,9 @@ from lifecycle.planning.plan import (
     Message,
     Plan,
     VolumeCheck,
+    address_of,
     contact_key,
+    expected_value,
 )
 from lifecycle.rules import sms
 from lifecycle.rules.assignment import assign_variant, in_control_group
@@ -89,6 +94,9 @@ def _render_for(
         assert variant.templates.sms is not None  # rules validation requires it
         body = render(variant.templates.sms, ctx)
         return None, body, sms.segments(body)
+    if channel == "call":
+        assert variant.templates.call is not None
+        return None, " ".join(render(variant.templates.call, ctx).split()), None
     email = variant.templates.email
     assert email is not None
     return render(email.subject, ctx), render(email.body, ctx), None
@@ -103,20 +111,24 @@ def _decide_channel(
     suppressions: dict[tuple, str],
     taken: set[tuple[str, str]],
     next_best: dict[str, list[tuple[str, int]]] | None = None,
+    calls: CallDesk | None = None,
 ) -> Message | str:
-    """The first usable channel in the phase's preference as a Message, else a skip reason.
+    """The first usable channel in the step's preference as a Message, else a skip reason.
 
     The reason is the one of the first channel with a valid contact (what stopped the channel
-    the customer could have been reached on), or no_contact when there is none.
+    the customer could have been reached on), or no_contact when there is none. A call needs
+    what an SMS needs (a valid phone with consent: the consent the club records for the phone
+    number), a free place in the club's call capacity for the day, and fewer unanswered calls
+    of the step than policy.calls.max_attempts.
     """
     facts = c.facts
     first_reason: str | None = None
     channel_caps = rules.policy.channel_caps
     offer = offer_for(c, variant, next_best)
-    for ch in c.phase.phase.channels:
-        valid = bool(facts.get("phone_valid" if ch == "sms" else "email_valid"))
+    for ch in c.phase.channels(c.step):
+        valid = bool(facts.get("email_valid" if ch == "email" else "phone_valid"))
         reason: str
-        if not facts.get(f"{ch}_contactable"):
+        if not facts.get("email_contactable" if ch == "email" else "sms_contactable"):
             reason = NO_CONSENT if valid else NO_CONTACT
         elif (c.customer_id, ch) in suppressions:
             reason = SUPPRESSION_SKIPS.get(suppressions[(c.customer_id, ch)], SUPPRESSED)
@@ -124,8 +136,12 @@ def _decide_channel(
             getattr(channel_caps, ch), entries, plan_date, lambda sent_ch, _, ch=ch: sent_ch == ch
         ):
             reason = CAPPED
-        elif contact_key(ch, facts["phone"] if ch == "sms" else facts["email"]) in taken:
+        elif contact_key(ch, address_of(ch, facts)) in taken:
             reason = SHARED_CONTACT  # another customer record has this address's message today
+        elif ch == "call" and calls is not None and calls.attempts_left(c) <= 0:
+            reason = CALL_ATTEMPTS
+        elif ch == "call" and calls is not None and not calls.has_room(facts.get("club_id")):
+            reason = CALL_CAPACITY
         else:
             try:
                 subject, body, segments = _render_for(c, variant, ch, offer)
@@ -135,7 +151,7 @@ def _decide_channel(
                 if segments is not None and segments > c.phase.phase.max_sms_segments:
                     reason = TOO_LONG
                 else:
-                    to = facts["phone"] if ch == "sms" else facts["email"]
+                    to = address_of(ch, facts)
                     return Message(
                         c,
                         ch,
@@ -150,6 +166,32 @@ def _decide_channel(
         if valid and first_reason is None:
             first_reason = reason
     return first_reason or NO_CONTACT
+
+
+class CallDesk:
+    """Each club's calls for the day: the places its capacity has left, and the unanswered
+    calls of each step so far."""
+
+    def __init__(self, rules: Rules, history: History):
+        self.policy = rules.policy.calls
+        self.used: dict[str, int] = dict(history.calls_today)
+        self.attempts = history.call_attempts
+
+    def attempts_left(self, c: Candidate) -> int:
+        return self.policy.max_attempts - self.attempts.get(c.message_key, 0)
+
+    def has_room(self, club_id: str | None) -> bool:
+        return self.used.get(club_id or "", 0) < self.policy.capacity(club_id)
+
+    def take(self, club_id: str | None) -> None:
+        self.used[club_id or ""] = self.used.get(club_id or "", 0) + 1
+
+
+def _order(c: Candidate) -> tuple:
+    """Phase priority, step, then (steps that may call: the club's capacity goes to the most
+    valuable first) expected value, highest first, then customer id."""
+    value = expected_value(c) if "call" in c.phase.channels(c.step) else 0.0
+    return (c.phase.phase.priority, c.step.number, -value, c.customer_id)
 
 
 def arbitrate(
@@ -175,7 +217,14 @@ def arbitrate(
     order, phase priority, then step, then customer id, so of the records sharing an address
     the one with the higher-priority message (then the lower customer id) gets it, and the
     others try their next channel or phase (``shared_contact`` where the address was the
-    reason). An address already in D's outbox (an earlier run of the day) is taken.
+    reason). An address already in D's outbox (an earlier run of the day) is taken. An SMS and
+    a call reach the same phone: one of them a day.
+
+    Calls: within a step that may call, candidates are decided by expected value (lifetime
+    revenue x offer margin), highest first, so each club's daily capacity
+    (policy.calls) goes to its most valuable candidates; past it, a candidate tries the step's
+    next channel (``call_capacity`` where nothing else is left). A control customer's
+    would-have call takes its place in the capacity as a call would.
     """
     suppressions = suppressions or {}
     policy = rules.policy
@@ -187,14 +236,13 @@ def arbitrate(
     for c in candidates:  # D's control would-haves of an earlier run hold their address
         held_channel = history.held_today.get(c.customer_id)
         if held_channel is not None:
-            taken.add(contact_key(held_channel, c.facts["phone" if held_channel == "sms"
-                                                        else "email"]))
+            taken.add(contact_key(held_channel, address_of(held_channel, c.facts)))
     chosen: dict[str, Message] = {}
     held: set[str] = set()
     skipped: dict[str, list[tuple[Candidate, str]]] = defaultdict(list)
     capped: dict[str, bool] = {}
-    order = sorted(candidates, key=lambda c: (c.phase.phase.priority, c.step.number,
-                                              c.customer_id))
+    calls = CallDesk(rules, history)
+    order = sorted(candidates, key=_order)
     for c in order:
         customer_id = c.customer_id
         skips = skipped[customer_id]
@@ -223,11 +271,13 @@ def arbitrate(
                 customer_id, c.phase.name, c.step.number, c.step.variants, policy.variant_salt
             )
             outcome = _decide_channel(
-                c, variant, rules, plan_date, entries, suppressions, taken, next_best
+                c, variant, rules, plan_date, entries, suppressions, taken, next_best, calls
             )
             if isinstance(outcome, Message):
                 chosen[customer_id] = outcome
                 taken.add(contact_key(outcome.channel, outcome.to_address))
+                if outcome.channel == "call":
+                    calls.take(c.facts.get("club_id"))
                 if in_control_group(customer_id, cg.percent, cg.salt):
                     held.add(customer_id)
                     skips.append((c, CONTROL_GROUP))
@@ -297,6 +347,8 @@ def compute_plan(
     candidates += select_keep_alive(conn, rules, plan_date, settings)
     ids = sorted({c.customer_id for c in candidates})
     history = load_history(conn, ids, plan_date, lookback_days(rules))
+    if any(p.uses_call() for p in rules.phases):
+        history.calls_today = load_calls_today(conn, plan_date, settings)
     phones = {c.customer_id: c.facts.get("phone") for c in candidates}
     emails = {c.customer_id: c.facts.get("email") for c in candidates}
     suppressions = load_suppressions(conn, ids, phones, emails)

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from lifecycle.contacts import CHANNEL_KIND, EMAIL, PHONE, dead_addresses, normalize
 from lifecycle.logs import get_logger
 from lifecycle.planning.plan import (
+    CALL_NO_ANSWER,
     CONTROL_GROUP,
     DEAD_CONTACT,
     KEEP_ALIVE_CYCLE,
@@ -186,6 +187,7 @@ def lookback_days(rules: Rules) -> int:
     """The longest rolling cap of the rules, in days."""
     policy = rules.policy
     caps = list(policy.frequency_caps) + policy.channel_caps.sms + policy.channel_caps.email
+    caps += policy.channel_caps.call
     for p in rules.phases:
         caps += p.phase.frequency_caps
     return max((cap.days for cap in caps), default=1)
@@ -200,14 +202,17 @@ def load_history(
     history = History()
     rows = conn.execute(
         """
-        select customer_id, message_key, plan_date, status, channel, phase, handed_at
+        select customer_id, message_key, plan_date, status, channel, phase, handed_at,
+               last_error
         from ops.outbox
         where customer_id = any(%s)
         """,
         (customer_ids,),
     )
     since = plan_date - timedelta(days=days)
-    for customer_id, key, day, status, channel, phase, handed_at in rows:
+    for customer_id, key, day, status, channel, phase, handed_at, error in rows:
+        if channel == "call" and status == "failed" and error == CALL_NO_ANSWER:
+            history.call_attempts[key] = history.call_attempts.get(key, 0) + 1
         if day == plan_date:
             history.today[customer_id] = key
             continue
@@ -279,6 +284,10 @@ def load_suppressions(
         for phone, reason in rows:
             for customer_id in by_phone[phone]:
                 out.setdefault((customer_id, "sms"), reason)
+    # The phone's consent stands for calls too: whatever stops SMS to it stops calls
+    for (customer_id, channel), reason in list(out.items()):
+        if channel == "sms":
+            out.setdefault((customer_id, "call"), reason)
     for kind, addresses in ((PHONE, phones), (EMAIL, emails)):
         held = {c: normalize(kind, a) for c, a in (addresses or {}).items() if a}
         dead = dead_addresses(conn, kind, list(held.values()))
@@ -290,6 +299,28 @@ def load_suppressions(
                 for ch in channels:
                     out.setdefault((customer_id, ch), DEAD_CONTACT)
     return out
+
+
+def load_calls_today(
+    conn: psycopg.Connection, plan_date: date, settings: Settings
+) -> dict[str, int]:
+    """club -> the calls D already holds (outbox rows and control would-haves of an earlier run
+    of the day), against the club's daily call capacity."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            select coalesce(f.club_id, ''), count(*)
+            from (select customer_id from ops.outbox where plan_date = %(d)s and channel = 'call'
+                  union all
+                  select customer_id from ops.skips
+                  where plan_date = %(d)s and reason = %(control)s and channel = 'call') day
+            left join {} f using (customer_id)
+            group by 1
+            """
+        ).format(facts_table(settings)),
+        {"d": plan_date, "control": CONTROL_GROUP},
+    )
+    return dict(rows.fetchall())
 
 
 NEXT_BEST_RELATION = "customer_next_best_offer"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from lifecycle.contacts import CHANNEL_KIND, normalize
 from lifecycle.rules.compiled import CompiledPhase, CompiledStep
 
 
@@ -38,6 +39,8 @@ LOWER_PRIORITY = "lower_priority"
 SHARED_CONTACT = "shared_contact"
 VOLUME_GUARD = "volume_guard"
 DEAD_CONTACT = "dead_contact"
+CALL_CAPACITY = "call_capacity"
+CALL_ATTEMPTS = "call_attempts"
 SKIP_REASONS = (
     CONTROL_GROUP,
     ALREADY_SENT,
@@ -54,8 +57,13 @@ SKIP_REASONS = (
     RENDER_FAILED,
     LOWER_PRIORITY,
     SHARED_CONTACT,
+    CALL_CAPACITY,
+    CALL_ATTEMPTS,
     VOLUME_GUARD,
 )
+# ops.outbox.last_error of a call whose outcome was "no answer": the step may be called again
+# on a later day of its window (policy.calls.max_attempts)
+CALL_NO_ANSWER = "call_no_answer"
 # ops.suppressions.reason -> skip reason
 SUPPRESSION_SKIPS = {
     "opted_out": OPTED_OUT,
@@ -77,12 +85,22 @@ def holds_key(status: str, handed_at: object) -> bool:
 
 
 def contact_key(channel: str, address: str | None) -> tuple[str, str]:
-    """(channel, address) as one person's inbox: emails compared without case or spaces,
-    phone numbers by their digits (and a leading +)."""
-    address = (address or "").strip()
-    if channel == "sms":
-        return channel, "".join(ch for ch in address if ch.isdigit() or ch == "+")
-    return channel, address.lower()
+    """(kind, address) as one person's inbox: emails compared without case or spaces,
+    phone numbers by their digits (and a leading +); an SMS and a call reach the same phone."""
+    kind = CHANNEL_KIND[channel]
+    return kind, normalize(kind, address or "")
+
+
+def address_of(channel: str, facts: dict[str, Any]) -> str | None:
+    """The customer's address a channel uses: the phone for SMS and calls, else the email."""
+    return facts.get("email" if channel == "email" else "phone")
+
+
+def expected_value(c: Candidate) -> float:
+    """What a call to the candidate is worth, to order a club's call candidates: the member's
+    lifetime revenue (customer_facts) times the step's offer margin."""
+    revenue = float(c.facts.get("lifetime_revenue") or 0)
+    return revenue * c.step.offer.margin
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,11 @@ class History:
     # customer -> channel of D's control-group would-have recorded by an earlier run of the day
     # (its address is taken for the day as a message's is; the skip row holds no address)
     held_today: dict[str, str] = field(default_factory=dict)
+    # message key -> calls of the step that were not answered (ops.outbox rows failed with
+    # call_no_answer): its attempts so far, against policy.calls.max_attempts
+    call_attempts: dict[str, int] = field(default_factory=dict)
+    # club -> calls D's outbox and control would-haves already hold (an earlier run of the day)
+    calls_today: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -121,16 +121,20 @@ class Semantics:
                     )
                 )
 
-    def check_phase(self, phase: dict[str, Any], base: tuple) -> None:
-        channels_raw = phase.get("channels")
+    def check_channels(self, raw: Any, parts: tuple) -> list[str]:
+        """The known channels of a ``channels`` list, each once (a repeat is a problem)."""
         channels: list[str] = []
-        if isinstance(channels_raw, list):
-            for c in channels_raw:
+        if isinstance(raw, list):
+            for c in raw:
                 if isinstance(c, str) and c in CHANNELS:
                     if c in channels:
-                        self.add(problem_at(base + ("channels",), f"channel '{c}' is listed twice"))
+                        self.add(problem_at(parts, f"channel '{c}' is listed twice"))
                     else:
                         channels.append(c)
+        return channels
+
+    def check_phase(self, phase: dict[str, Any], base: tuple) -> None:
+        channels = self.check_channels(phase.get("channels"), base + ("channels",))
         seg = phase.get("max_sms_segments", 2)
         sms_limit = seg if is_int(seg) and 1 <= seg <= 10 else None
 
@@ -206,7 +210,11 @@ class Semantics:
                 self.step_conditions[(base[1], j)] = condition
             if step.get("repeat") is not None:
                 self.check_repeat(step, sbase, j, len(steps), audience)
-            self.check_step_texts(step, sbase, channels, sms_limit)
+            # the channels the step's texts must cover: its own, else the phase's
+            own = step.get("channels")
+            step_channels = (self.check_channels(own, sbase + ("channels",))
+                             if isinstance(own, list) else channels)
+            self.check_step_texts(step, sbase, step_channels, sms_limit)
 
     def check_repeat(
         self, step: dict[str, Any], sbase: tuple, j: int, n_steps: int, audience: Compiled | None
@@ -407,6 +415,20 @@ class Semantics:
                     variant=variant,
                     sms_limit=sms_limit,
                 )
+            script = templates.get("call")
+            if isinstance(script, str) and script:
+                if "\n" in script.strip():
+                    found.append(
+                        problem_at(
+                            tbase + ("call",),
+                            "a call script is one line (the caller reads it from the call list)",
+                            valid="one line of text, like 'Offer {{ first_name }} ...'",
+                        )
+                    )
+                else:
+                    check_template(
+                        script, tbase + ("call",), found, offer=offer, variant=variant
+                    )
             email = templates.get("email")
             if isinstance(email, dict):
                 for part in ("subject", "body"):

@@ -38,6 +38,8 @@ class CompiledStep:
     # A repetition of a repeating step (``repeat``): the step it repeats, and its window
     repeats: int | None = None
     window: tuple[str, int, int] | None = None
+    # The step's own channels (``channels`` on the step), else the phase's
+    channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -55,6 +57,13 @@ class CompiledStep:
 class CompiledPhase:
     phase: Phase
     steps: list[CompiledStep]
+
+    def channels(self, step: CompiledStep) -> tuple[str, ...]:
+        """The channels a step tries, in order of preference."""
+        return step.channels or tuple(self.phase.channels)
+
+    def uses_call(self) -> bool:
+        return any("call" in self.channels(s) for s in self.steps)
 
     @property
     def name(self) -> str:

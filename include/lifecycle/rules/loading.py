@@ -118,11 +118,13 @@ def parse_rules(text: str, name: str = "<rules>", *, schema: str | None = None) 
                     for v in step.variants
                 ]
                 steps.append(
-                    CompiledStep(j + 1, step.offer, variants[0].templates, condition, variants)
+                    CompiledStep(j + 1, step.offer, variants[0].templates, condition, variants,
+                                 channels=tuple(step.channels or ()))
                 )
             else:
                 assert step.templates is not None  # checked by Semantics
-                steps.append(CompiledStep(j + 1, step.offer, step.templates, condition))
+                steps.append(CompiledStep(j + 1, step.offer, step.templates, condition,
+                                          channels=tuple(step.channels or ())))
         # the last step's repetitions: steps of their own, numbered on (their own keys)
         last = steps[-1]
         for k, (window, condition) in enumerate(compiled.repetitions.get(i, []), start=1):
@@ -135,6 +137,7 @@ def parse_rules(text: str, name: str = "<rules>", *, schema: str | None = None) 
                     list(last.variants),
                     repeats=last.number,
                     window=window,
+                    channels=last.channels,
                 )
             )
         if phase.enabled:

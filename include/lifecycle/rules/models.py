@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 PHASE_NAMES = ("activation", "stimulation", "cross_sell", "retention", "return")
-CHANNELS = ("sms", "email")
+CHANNELS = ("sms", "email", "call")
 SUPPRESSION_REASONS = ("opted_out", "hard_bounce", "spam_complaint", "manual")
 DEFAULT_VARIANT = "A"
 
@@ -55,6 +55,10 @@ class ChannelCaps(BaseModel):
     model_config = _STRICT
     sms: list[FrequencyCap] = Field(default_factory=_default_caps)
     email: list[FrequencyCap] = Field(default_factory=_default_caps)
+    call: list[FrequencyCap] = Field(
+        default_factory=lambda: [FrequencyCap(days=30, max=1)],
+        description="Calls (default: at most 1 in 30 days)",
+    )
 
 
 class SendWindow(BaseModel):
@@ -166,6 +170,33 @@ class NextBestOffer(BaseModel):
     )
 
 
+class Calls(BaseModel):
+    """The front desk's or call centre's daily capacity for the `call` channel."""
+
+    model_config = _STRICT
+    capacity_per_day: int = Field(
+        default=30,
+        ge=0,
+        description="Calls a club can make in a day (each club: clubs are customers' club_id); "
+        "beyond it a call candidate tries the phase's next channel (skip call_capacity)",
+    )
+    per_club: dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Club id -> its own daily capacity, overriding capacity_per_day",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Calls of one step to one customer in all: a 'no answer' is called again on "
+        "a later day of the step's window until this many attempts were made",
+    )
+
+    def capacity(self, club_id: str | None) -> int:
+        """The club's daily call capacity."""
+        return self.per_club.get(club_id or "", self.capacity_per_day)
+
+
 class Policy(BaseModel):
     """Rules for all phases together."""
 
@@ -197,6 +228,10 @@ class Policy(BaseModel):
         default=None,
         description="A yearly low-key message to customers nobody has reached (none: off)",
     )
+    calls: Calls = Field(
+        default_factory=Calls,
+        description="The call channel: each club's daily capacity and attempts per call",
+    )
 
 
 class EmailTemplate(BaseModel):
@@ -211,6 +246,11 @@ class Templates(BaseModel):
     model_config = _STRICT
     sms: str | None = Field(default=None, description="Jinja template of the SMS text")
     email: EmailTemplate | None = None
+    call: str | None = Field(
+        default=None,
+        description="Jinja template of the call's one-line script (what the caller says), shown "
+        "on the call list",
+    )
 
 
 SERVICE_CODE = r"^[a-z0-9_]+$"
@@ -357,6 +397,12 @@ class Step(BaseModel):
         default=None,
         description="Last step only: send it again every_days later, up to max_steps steps",
     )
+    channels: list[Literal["sms", "email", "call"]] | None = Field(
+        default=None,
+        min_length=1,
+        description="This step's channels in order of preference, instead of the phase's "
+        "(e.g. [call, sms] for the step the front desk should call)",
+    )
 
 
 # What counts as a phase's conversion, and its default attribution window in days after the
@@ -404,7 +450,7 @@ class Phase(BaseModel):
     enabled: bool = True
     priority: int = Field(ge=1, description="1 wins when a customer is in several phases")
     audience: Condition = Field(description="Who is in the phase, over customer_facts columns")
-    channels: list[Literal["sms", "email"]] = Field(
+    channels: list[Literal["sms", "email", "call"]] = Field(
         min_length=1, description="In order of preference: the first reachable one is used"
     )
     steps: list[Step] = Field(min_length=1)

@@ -21,7 +21,9 @@ final as (
         customers_affected,
         occurred_at,
         received_at,
-        -- one vocabulary for both providers; null for inbound SMS (not about a message we sent)
+        -- one vocabulary for both providers and the call centre (a call that reached the
+        -- customer is delivered, whatever they said; no answer is undelivered, a wrong number
+        -- bounced: the phone is dead); null for inbound SMS (not about a message we sent)
         case event_type
             when 'processed' then 'accepted'
             when 'queued' then 'accepted'
@@ -37,6 +39,12 @@ final as (
             when 'spamreport' then 'complained'
             when 'unsubscribe' then 'unsubscribed'
             when 'group_unsubscribe' then 'unsubscribed'
+            when 'call_reached' then 'delivered'
+            when 'call_not_interested' then 'delivered'
+            when 'call_interested' then 'delivered'
+            when 'call_booked' then 'delivered'
+            when 'call_no_answer' then 'undelivered'
+            when 'call_wrong_number' then 'bounced'
         end as message_status,
         -- the recipient (or an inbound SMS's sender) as ops.dead_contacts keys it: a phone's
         -- digits with its +, an email in lower case (lifecycle.contacts.normalize)

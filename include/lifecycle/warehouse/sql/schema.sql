@@ -84,7 +84,7 @@ create table if not exists ops.outbox (
     phase          text not null,
     step           integer not null check (step >= 1),
     cycle_key      text not null,
-    channel        text not null check (channel in ('sms', 'email')),
+    channel        text not null check (channel in ('sms', 'email', 'call')),
     variant        text not null default 'A',
     to_address     text not null,
     subject        text,
@@ -218,7 +218,8 @@ create table if not exists ops.rate_limits (
 -- hard_bounce, spam_complaint, or suppressed for manual); provider events add rows here.
 create table if not exists ops.suppressions (
     customer_id text not null,
-    channel     text not null check (channel in ('sms', 'email')),
+    -- call: the customer asked not to be called (an SMS opt-out stops calls too)
+    channel     text not null check (channel in ('sms', 'email', 'call')),
     reason      text not null
                 check (reason in ('opted_out', 'hard_bounce', 'spam_complaint', 'manual')),
     -- where it came from: 'twilio', 'sendgrid', 'manual:<who>', a file name...
@@ -277,11 +278,13 @@ create table if not exists ops.volume_overrides (
 -- sg_event_id is unique too (it has been seen to change between retries, hence both).
 create table if not exists ops.message_events (
     event_id            bigserial primary key,
-    provider            text not null check (provider in ('sendgrid', 'twilio')),
-    channel             text not null check (channel in ('sms', 'email')),
+    provider            text not null check (provider in ('sendgrid', 'twilio', 'call_centre')),
+    channel             text not null check (channel in ('sms', 'email', 'call')),
     -- SendGrid: processed, delivered, deferred, bounce, dropped, spamreport, unsubscribe,
     -- group_unsubscribe, open, click. Twilio: queued, sent, delivered, undelivered, failed;
-    -- inbound SMS: inbound_opt_out, inbound_opt_in, inbound (any other text).
+    -- inbound SMS: inbound_opt_out, inbound_opt_in, inbound (any other text). call_centre (the
+    -- outcomes file of `lifecycle calls load`): call_reached, call_no_answer, call_wrong_number,
+    -- call_not_interested, call_interested, call_booked.
     event_type          text not null,
     -- The message it is about (custom_args.outbox_id / ?outbox_id= of the status callback);
     -- null for inbound SMS and for events of mail we did not send through the outbox.
@@ -317,3 +320,35 @@ create table if not exists ops.simulations (
     first_day     date not null,
     results       jsonb not null
 );
+
+-- The call channel (a front desk's or call centre's daily call list): tables made before it
+-- get 'call' in their channel checks, and the call centre as an event provider. Replaced only
+-- where the check lacks it (a replaced check validates the whole table once).
+do $$
+declare
+    wanted record;
+begin
+    for wanted in
+        select * from (values
+            ('ops.outbox', 'outbox_channel_check', 'call',
+             'check (channel in (''sms'', ''email'', ''call''))'),
+            ('ops.suppressions', 'suppressions_channel_check', 'call',
+             'check (channel in (''sms'', ''email'', ''call''))'),
+            ('ops.message_events', 'message_events_channel_check', 'call',
+             'check (channel in (''sms'', ''email'', ''call''))'),
+            ('ops.message_events', 'message_events_provider_check', 'call_centre',
+             'check (provider in (''sendgrid'', ''twilio'', ''call_centre''))')
+        ) as w (tbl, con, needs, def)
+    loop
+        if not exists (
+            select 1 from pg_constraint
+            where conrelid = wanted.tbl::regclass and conname = wanted.con
+              and pg_get_constraintdef(oid) like '%''' || wanted.needs || '''%'
+        ) then
+            execute format('alter table %s drop constraint if exists %I', wanted.tbl, wanted.con);
+            execute format('alter table %s add constraint %I %s', wanted.tbl, wanted.con,
+                           wanted.def);
+        end if;
+    end loop;
+end
+$$;
