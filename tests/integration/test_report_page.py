@@ -127,10 +127,19 @@ def test_headline_counts_only_sent_messages_and_judges_each_phase(club, tmp_path
             " or first_opened_at is not null) from analytics.message_delivery"
             " where outbox_status = 'sent' and plan_date between %s and %s group by channel",
             (FIRST, LAST)).fetchall()
+        sent_texts, calls_made = conn.execute(
+            "select count(*) filter (where channel <> 'call' and status = 'sent'), "
+            "count(*) filter (where channel = 'call' and (status = 'sent' or last_error in "
+            "('call_no_answer', 'call_wrong_number'))) from ops.outbox "
+            "where plan_date between %s and %s", (FIRST, LAST)).fetchone()
     assert by_status["expired"] == 7 == h["expired"]
-    assert h["messages"] == by_status["sent"] == h["sms"] + h["email"]
+    # messages: the SMS and emails sent, and the calls the desk made (answered or not)
+    assert h["sms"] + h["email"] == sent_texts
+    assert h["calls"] == calls_made
+    assert h["messages"] == h["sms"] + h["email"] + h["calls"]
     assert h["cost"] == pytest.approx(
-        h["sms_segments"] * settings.sms_cost + h["email"] * settings.email_cost, abs=0.01)
+        h["sms_segments"] * settings.sms_cost + h["email"] * settings.email_cost
+        + h["calls"] * settings.call_cost, abs=0.01)
     assert h["incremental_conversions_low"] <= h["incremental_conversions"]
     assert h["incremental_conversions"] <= h["incremental_conversions_high"]
     assert h["incremental_verdict"] in (EFFECT, NO_EFFECT, TOO_FEW)
