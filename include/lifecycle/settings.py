@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -44,6 +45,7 @@ DEFAULT_SMS_OPT_IN_KEYWORDS = (
 )
 
 
+@lru_cache(maxsize=4096)  # every Settings() folds its ~50 keywords again
 def fold_keyword(text: str | None) -> str:
     """A reply as compared with the keywords: NFKC, Unicode case-folded, without whitespace,
     punctuation or invisible characters (" Stop. " -> "stop", "СТОП!" -> "стоп")."""

@@ -20,7 +20,7 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from lifecycle.settings import get_settings
+from lifecycle.settings import Settings, get_settings
 
 REFERENCE_SEED = Path("seeds") / "contact_decay_reference.csv"
 
@@ -38,14 +38,20 @@ def _curve(path: Path) -> tuple[tuple[float, float], ...]:
     return tuple(sorted(points))
 
 
-def curve() -> tuple[tuple[float, float], ...]:
-    """The reference curve of the dbt project in use: ((start years, dead share), ...)."""
-    return _curve(get_settings().dbt_project_dir / REFERENCE_SEED)
+def curve(settings: Settings | None = None) -> tuple[tuple[float, float], ...]:
+    """The reference curve of the dbt project in use: ((start years, dead share), ...).
+    A caller drawing many addresses reads it once and passes it on: settings are read from
+    the environment on every get_settings() (milliseconds each)."""
+    return _curve((settings or get_settings()).dbt_project_dir / REFERENCE_SEED)
 
 
-def dead_share(years: float) -> float:
-    """The share of contacts dead after ``years`` without contact (0 at 0 years)."""
-    points = curve()
+Curve = tuple[tuple[float, float], ...]
+
+
+def dead_share(years: float, points: Curve | None = None) -> float:
+    """The share of contacts dead after ``years`` without contact (0 at 0 years), on
+    ``points`` (default: ``curve()``)."""
+    points = curve() if points is None else points
     if years <= 0 or not points:
         return 0.0
     first_years, first_share = points[0]
@@ -54,7 +60,9 @@ def dead_share(years: float) -> float:
     return next(share for start, share in reversed(points) if years >= start)
 
 
-def is_dead(seed: int, kind: str, address: str, years: float) -> bool:
-    """Whether the club's ``kind`` contact ``address`` is dead after ``years`` without contact."""
+def is_dead(seed: int, kind: str, address: str, years: float,
+            points: Curve | None = None) -> bool:
+    """Whether the club's ``kind`` contact ``address`` is dead after ``years`` without contact
+    (on ``points``, default ``curve()``)."""
     digest = hashlib.sha256(f"{seed}|decay|{kind}|{address}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < dead_share(years)
+    return int.from_bytes(digest[:8], "big") / 2**64 < dead_share(years, points)

@@ -224,7 +224,7 @@ def provider_outcomes(url: str, day: date, seed: int, settings: Settings) -> dic
     from starlette.datastructures import FormData
 
     from lifecycle.contacts import CHANNEL_KIND, normalize
-    from lifecycle.data.decay import is_dead
+    from lifecycle.data.decay import curve, is_dead
     from lifecycle.delivery.webhooks import sendgrid, twilio
     from lifecycle.delivery.webhooks.events import write_events
 
@@ -244,9 +244,10 @@ def provider_outcomes(url: str, day: date, seed: int, settings: Settings) -> dic
         ).fetchall()
     events = []
     batch = []
+    points = curve(settings)
     for outbox_id, channel, address, due_at, years in rows:
         dead = is_dead(seed, CHANNEL_KIND[channel], normalize(CHANNEL_KIND[channel], address),
-                       float(years or 0))
+                       float(years or 0), points)
         # a minute after the message was due: a replayed day's sent_at is the logical clock's
         # end of the day (pipeline.logical_now), after the day a report should count for
         at = due_at + timedelta(minutes=1)
@@ -337,13 +338,14 @@ def simulate_policy(
         )
         with tempfile.TemporaryDirectory(prefix="lifecycle-sim-dbt-") as target:
             t = time.monotonic()
-            if policy == "lifecycle":
-                # everything once, as the daily run builds it (seeds, staging, marts)
-                dbt.build(
-                    url, first_day, settings=settings, rules=rules, unit_tests=False,
-                    target_path=Path(target) / "build",
-                )
             runner = InProcessDbt(url, settings, phase_vars(rules), Path(target) / "daily")
+            if policy == "lifecycle":
+                # everything once, as the daily run builds it (seeds, staging, marts, data
+                # tests), on the runner's manifest: no second dbt start-up and parse
+                built = runner.invoke("build", first_day, "--exclude-resource-type", "unit_test")
+                if not built.success:
+                    raise dbt.DbtError(f"dbt build as of {first_day} failed: "
+                                       f"{built.exception or built.result}")
             if policy == "blast":
                 # the blast reads contacts only (stg_club__customers, stg_club__consents)
                 runner.run(first_day, BLAST_MODELS)
