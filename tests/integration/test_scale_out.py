@@ -20,6 +20,10 @@ from lifecycle.delivery.standin import StandinServer
 pytestmark = pytest.mark.slow
 
 N = int(os.environ.get("LIFECYCLE_SCALE_OUT_MESSAGES", "3000"))
+# The stand-in provider's answer time. 50 ms keeps the suite short; Twilio's API answers a
+# message create in roughly 150-400 ms, so the scale-out figure in bench/RESULTS.md is taken
+# at 150 ms, where a drain waits on the provider as a real one does (8 requests in flight).
+LATENCY_MS = int(os.environ.get("LIFECYCLE_SCALE_OUT_LATENCY_MS", "50"))
 BROKER = os.environ.get("LIFECYCLE_TEST_BROKER_URL", "redis://127.0.0.1:6379/7")
 
 
@@ -86,11 +90,11 @@ def _waiting(url: str) -> int:
 @pytest.fixture
 def standin():
     with StandinServer() as server:
-        server.provider.configure(latency_ms=50)
+        server.provider.configure(latency_ms=LATENCY_MS)
         yield server
 
 
-def _check_and_figure(url: str, standin: StandinServer, label: str) -> float:
+def _check_and_figure(url: str, standin: StandinServer, label: str) -> tuple[float, float]:
     accepted = Counter(a.outbox_id for a in standin.provider.accepted)
     with psycopg.connect(url) as conn:
         statuses = dict(conn.execute("select status, count(*) from ops.outbox "
@@ -99,8 +103,13 @@ def _check_and_figure(url: str, standin: StandinServer, label: str) -> float:
     assert len(accepted) == N and max(accepted.values()) == 1, "a message went out twice"
     times = sorted(a.at for a in standin.provider.accepted)
     rate = (N - 1) / (times[-1] - times[0])
-    print(f"\n[scale-out] {label}: {N} SMS in {times[-1] - times[0]:.1f} s = {rate:.0f} SMS/s")
-    return rate
+    # the middle 90% of the messages: the drains' ramp-up and the second task's later start
+    # (the scheduler's, not the workers') weigh less
+    lo, hi = times[N // 20], times[N - 1 - N // 20]
+    steady = (N - 1 - 2 * (N // 20)) / (hi - lo)
+    print(f"\n[scale-out] {label}: {N} SMS in {times[-1] - times[0]:.1f} s = {rate:.0f} SMS/s "
+          f"(middle 90%: {steady:.0f} SMS/s; provider latency {LATENCY_MS} ms)")
+    return rate, steady
 
 
 def test_local_executor_drains_the_outbox_once(tmp_path, server_url, fresh_db, standin):
@@ -119,7 +128,7 @@ def test_two_celery_workers_drain_one_outbox_side_by_side_never_twice(tmp_path, 
     t0 = time.monotonic()
     one = drain_once(tmp_path / "one", server_url, fresh_db, standin,
                      executor="CeleryExecutor", workers=1)
-    rate_one = _check_and_figure(fresh_db, standin, "CeleryExecutor, 1 worker")
+    rate_one, steady_one = _check_and_figure(fresh_db, standin, "CeleryExecutor, 1 worker")
     # one worker, one task at a time: the first shard drained everything
     assert sorted(one["claimed"].values()) == [0, N]
 
@@ -130,8 +139,8 @@ def test_two_celery_workers_drain_one_outbox_side_by_side_never_twice(tmp_path, 
     plan_due_sms(fresh_db, N)
     two = drain_once(tmp_path / "two", server_url, fresh_db, standin,
                      executor="CeleryExecutor", workers=2)
-    rate_two = _check_and_figure(fresh_db, standin, "CeleryExecutor, 2 workers")
+    rate_two, steady_two = _check_and_figure(fresh_db, standin, "CeleryExecutor, 2 workers")
     # both shards ran at once on the two workers and shared the outbox
     assert sum(two["claimed"].values()) == N and min(two["claimed"].values()) > 0, two
     print(f"[scale-out] two workers / one: x{rate_two / rate_one:.2f} "
-          f"(whole test {time.monotonic() - t0:.0f} s)")
+          f"(middle 90%: x{steady_two / steady_one:.2f}; whole test {time.monotonic() - t0:.0f} s)")
