@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from lifecycle.airflow_env import local_airflow_env, local_home
 from lifecycle.calls.listing import call_list
 from lifecycle.planning.plan import PHASES_IN_ORDER
 from lifecycle.rules.loading import load_rules
-from lifecycle.settings import get_settings
+from lifecycle.settings import Settings, get_settings
 from lifecycle.transform.dbt import ensure_manifest
 from lifecycle.warehouse.migrations import migrate
 from lifecycle.warehouse.server import masked, resolve_url
@@ -158,57 +159,60 @@ def run_demo(
     # The AS IS vs TO BE simulation lives in databases of its own and needs nothing from the
     # days: it runs beside them (one process the GIL does not share with Airflow's) and the
     # report reads its result once both are done.
-    sim = _start_simulation(url, seed, settings)
-    failed = None
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        bar = progress.add_task("days", total=days)
-        airflow_home.mkdir(parents=True, exist_ok=True)
-        log_path = airflow_home / "run_daily.log"
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                if not raw.startswith(RESULT_PREFIX):
-                    log.write(raw)
-                    continue
-                line = json.loads(raw[len(RESULT_PREFIX) :])
-                if "error" in line:
-                    failed = line
-                    continue
-                msgs = line["counts"]["messages"]
-                cells = [
-                    f"{msgs.get(f'{p}:sms', 0)}/{msgs.get(f'{p}:email', 0)}"
-                    for p in PHASES_IN_ORDER
-                ]
-                table.add_row(
-                    line["date"],
-                    *cells,
-                    str(sum(line["counts"]["skipped"].values())),
-                    line["state"],
-                    f"{line['seconds']:.1f}",
+    sim = _start_simulation(url, seed, settings, min(customers, DEMO_SIM_CUSTOMERS))
+    try:
+        failed = None
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            bar = progress.add_task("days", total=days)
+            airflow_home.mkdir(parents=True, exist_ok=True)
+            log_path = airflow_home / "run_daily.log"
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(
+                    cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
                 )
-                progress.update(bar, advance=1, description=line["date"])
-                if line["state"] != "success":
-                    failed = line
-            rc = proc.wait()
-    console.print(table)
-    steps.lap(f"airflow, {days} days")
-    if rc != 0 or failed:
-        sim.kill()
-        sim.wait()
-        console.print(f"[red]the DAG failed[/]: {failed}; Airflow's log: {log_path}")
-        return 1
-    _print_totals(console, url, first, end)
-    _provider_reports(console, url, first, end, seed)
-    steps.lap("provider reports")
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    if not raw.startswith(RESULT_PREFIX):
+                        log.write(raw)
+                        continue
+                    line = json.loads(raw[len(RESULT_PREFIX) :])
+                    if "error" in line:
+                        failed = line
+                        continue
+                    msgs = line["counts"]["messages"]
+                    cells = [
+                        f"{msgs.get(f'{p}:sms', 0)}/{msgs.get(f'{p}:email', 0)}"
+                        for p in PHASES_IN_ORDER
+                    ]
+                    table.add_row(
+                        line["date"],
+                        *cells,
+                        str(sum(line["counts"]["skipped"].values())),
+                        line["state"],
+                        f"{line['seconds']:.1f}",
+                    )
+                    progress.update(bar, advance=1, description=line["date"])
+                    if line["state"] != "success":
+                        failed = line
+                rc = proc.wait()
+        console.print(table)
+        steps.lap(f"airflow, {days} days")
+        if rc != 0 or failed:
+            _stop(sim)
+            console.print(f"[red]the DAG failed[/]: {failed}; Airflow's log: {log_path}")
+            return 1
+        _print_totals(console, url, first, end)
+        _provider_reports(console, url, first, end, seed)
+        steps.lap("provider reports")
+    except BaseException:  # an error or Ctrl-C: the simulation stops with the demo
+        _stop(sim)
+        raise
     if not _simulation_done(console, sim, steps):
         return 1
     _report(console, url, first, end, steps)
@@ -271,33 +275,47 @@ def _provider_reports(console: Console, url: str, first: date, last: date, seed:
         f"bounced; contact health: {dead} of {contacts} contacts dead")
 
 
-def _start_simulation(url: str, seed: int, settings) -> subprocess.Popen:  # noqa: ANN001
-    """`lifecycle simulate` of the demo's size on the demo's server, started now."""
+@dataclass
+class _Simulation:
+    """`lifecycle simulate` running beside the days: its process, log and size."""
+
+    proc: subprocess.Popen
+    log: Path
+    customers: int
+    started: float
+
+
+def _start_simulation(url: str, seed: int, settings: Settings, customers: int) -> _Simulation:
+    """`lifecycle simulate` of ``customers`` (the demo's size, at most DEMO_SIM_CUSTOMERS) on
+    the demo's server, started now."""
     exe = Path(sys.executable).parent / "lifecycle"
-    cmd = [str(exe), "simulate", "--customers", str(DEMO_SIM_CUSTOMERS), "--days",
+    cmd = [str(exe), "simulate", "--customers", str(customers), "--days",
            str(DEMO_SIM_DAYS), "--seed", str(seed), "--json"]
     log = settings.state_dir / "demo" / "simulate.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:  # the child keeps its own handle
         proc = subprocess.Popen(cmd, env={**os.environ, "LIFECYCLE_WAREHOUSE_URL": url},
                                 stdout=subprocess.DEVNULL, stderr=out)
-    proc.log_path = log  # type: ignore[attr-defined]
-    proc.started = time.monotonic()  # type: ignore[attr-defined]
-    return proc
+    return _Simulation(proc, log, customers, time.monotonic())
 
 
-def _simulation_done(console: Console, proc: subprocess.Popen, steps: _Steps) -> bool:
+def _stop(sim: _Simulation) -> None:
+    if sim.proc.poll() is None:
+        sim.proc.kill()
+        sim.proc.wait()
+
+
+def _simulation_done(console: Console, sim: _Simulation, steps: _Steps) -> bool:
     """Wait for the simulation started beside the days; False (and why) if it failed."""
-    rc = proc.wait()
-    took = time.monotonic() - proc.started  # type: ignore[attr-defined]
+    rc = sim.proc.wait()
+    took = time.monotonic() - sim.started
     steps.lap("waiting for the simulation")
     steps.done.append((f"(simulate, beside the days, {took:.0f} s)", None))
     if rc != 0:
-        tail = proc.log_path.read_text()[-2000:]  # type: ignore[attr-defined]
-        console.print(f"[red]the simulation failed[/] (exit {rc}): {tail}")
+        console.print(f"[red]the simulation failed[/] (exit {rc}): {sim.log.read_text()[-2000:]}")
         return False
     console.print(
-        f"[bold]simulate[/] AS IS (blast) vs TO BE (lifecycle): {DEMO_SIM_CUSTOMERS} customers, "
+        f"[bold]simulate[/] AS IS (blast) vs TO BE (lifecycle): {sim.customers} customers, "
         f"{DEMO_SIM_DAYS} days ({took:.0f} s, beside the Airflow days)"
     )
     return True
