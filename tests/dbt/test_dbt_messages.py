@@ -149,3 +149,20 @@ def test_message_delivery_incremental_build_keeps_untouched_rows_and_equals_a_fu
                        "--full-refresh"], as_of=D, target_path=tmp_path)
     with psycopg.connect(fresh_db) as conn:
         assert conn.execute(query).fetchall() == incremental
+    # a table built before the marks' columns existed: computed again in full, then incremental
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("alter table analytics.message_delivery drop column _outbox_updated_at,"
+                     " drop column _events_received_at")
+    write_events(fresh_db, [_event("sent", "twilio", b, 5)])
+    build(fresh_db, D, select=select, target_path=tmp_path, unit_tests=False, dbt_vars=no_lookback)
+    with psycopg.connect(fresh_db) as conn:
+        migrated = conn.execute(query).fetchall()
+        marked = conn.execute(
+            "select count(*) from analytics.message_delivery where _outbox_updated_at is not null"
+        ).fetchone()[0]
+    assert [(r[0], r[4]) for r in migrated] == [(a, 2), (b, 2), (c, 0), (d, 0)]
+    assert marked == 4
+    run_dbt(fresh_db, ["build", "--select", *select, "--exclude", "resource_type:unit_test",
+                       "--full-refresh"], as_of=D, target_path=tmp_path)
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute(query).fetchall() == migrated
