@@ -102,7 +102,9 @@ def write_message_history(url: str, first: date, last: date) -> dict[str, int]:
     """Sent messages and control-group skips for the days first..last, as planning writes them.
 
     Drawn (by hash, so reruns agree) from the steps customer_phase_eligibility holds, at the
-    demo's rates per customer; one message per customer and day, as the outbox allows.
+    demo's rates per customer; one message per customer and day, as the outbox allows. Each
+    row's updated_at is its send time, as dispatch stamps it (not the minute the bench wrote a
+    year of them): message_delivery reads the messages updated since its last build.
     """
     schema = get_settings().dbt_schema
     eligibility = sql.Identifier(schema, "customer_phase_eligibility")
@@ -124,10 +126,11 @@ def write_message_history(url: str, first: date, last: date) -> dict[str, int]:
                 """
                 insert into ops.outbox (message_key, plan_date, customer_id, phase, step,
                     cycle_key, channel, to_address, body, send_at, window_end_at, deadline_at,
-                    status, sent_at)
+                    status, sent_at, updated_at)
                 select 'bench-' || d || '-' || customer_id, d, customer_id, phase, step,
                     'bench', 'sms', '+380000000000', 'bench', d + time '10:00',
-                    d + time '20:00', d + time '21:00', 'sent', d + time '10:00'
+                    d + time '20:00', d + time '21:00', 'sent', d + time '10:00',
+                    d + time '10:00'
                 from (
                     select generate_series(%(first)s::date, %(last)s::date, '1 day')::date as d
                 ) as g

@@ -98,3 +98,71 @@ def test_ops_keys_are_tested_by_the_tables_unique_indexes(fresh_db, tmp_path):
         run_dbt(fresh_db, args, as_of=D, target_path=tmp_path)
     assert "FAIL 1 unique_by_constraint_stg_ops__skips" in failed.value.output
     assert "FAIL 1 unique_by_constraint_stg_ops__outbox" not in failed.value.output
+
+
+def test_message_delivery_incremental_build_keeps_untouched_rows_and_equals_a_full_one(
+    fresh_db, tmp_path
+):
+    # no lookback: only what was written after the first build is computed again
+    no_lookback = {"message_delivery_lookback_hours": "0"}
+    a, b, c = _outbox(fresh_db)
+    write_events(
+        fresh_db, [_event("processed", "sendgrid", a, 0), _event("queued", "twilio", b, 0)]
+    )
+    select = ["staging.ops", "message_delivery"]
+    build(fresh_db, D, select=select, target_path=tmp_path, unit_tests=False, dbt_vars=no_lookback)
+    query = (
+        "select outbox_id, outbox_status, delivery_status, last_event_status, events, opens,"
+        " first_opened_at, failed_at from analytics.message_delivery order by outbox_id"
+    )
+    with psycopg.connect(fresh_db) as conn:
+        kept_at = conn.execute(
+            "select xmin::text from analytics.message_delivery where outbox_id = %s", (c,)
+        ).fetchone()[0]
+        # later: an open of a's mail, b's row failed, a new message
+        conn.execute(
+            "update ops.outbox set status = 'failed', last_error = 'x', updated_at = now()"
+            " where outbox_id = %s", (b,))
+        (d,) = conn.execute(
+            "insert into ops.outbox (message_key, plan_date, customer_id, phase, step,"
+            " cycle_key, channel, to_address, body, send_at, window_end_at, deadline_at, status)"
+            " values ('kD', %s, 'D', 'retention', 1, 'M', 'email', 'd@example.com', 'Hi', %s,"
+            " %s, %s, 'sent') returning outbox_id",
+            (D, T0, T0 + timedelta(hours=10), T0 + timedelta(hours=24)),
+        ).fetchone()
+    write_events(fresh_db, [_event("open", "sendgrid", a, 60)])
+    build(fresh_db, D, select=select, target_path=tmp_path, unit_tests=False, dbt_vars=no_lookback)
+    with psycopg.connect(fresh_db) as conn:
+        incremental = conn.execute(query).fetchall()
+        same_place = conn.execute(
+            "select xmin::text from analytics.message_delivery where outbox_id = %s", (c,)
+        ).fetchone()[0]
+    assert [(r[0], r[1], r[2], r[4], r[5]) for r in incremental] == [
+        (a, "sent", "opened", 2, 1),
+        (b, "failed", "accepted", 1, 0),
+        (c, "planned", "planned", 0, 0),
+        (d, "sent", "sent", 0, 0),
+    ]
+    # c was neither updated nor reported on: its row was kept (the same xmin)
+    assert same_place == kept_at
+    run_dbt(fresh_db, ["build", "--select", *select, "--exclude", "resource_type:unit_test",
+                       "--full-refresh"], as_of=D, target_path=tmp_path)
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute(query).fetchall() == incremental
+    # a table built before the marks' columns existed: computed again in full, then incremental
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("alter table analytics.message_delivery drop column _outbox_updated_at,"
+                     " drop column _events_received_at")
+    write_events(fresh_db, [_event("sent", "twilio", b, 5)])
+    build(fresh_db, D, select=select, target_path=tmp_path, unit_tests=False, dbt_vars=no_lookback)
+    with psycopg.connect(fresh_db) as conn:
+        migrated = conn.execute(query).fetchall()
+        marked = conn.execute(
+            "select count(*) from analytics.message_delivery where _outbox_updated_at is not null"
+        ).fetchone()[0]
+    assert [(r[0], r[4]) for r in migrated] == [(a, 2), (b, 2), (c, 0), (d, 0)]
+    assert marked == 4
+    run_dbt(fresh_db, ["build", "--select", *select, "--exclude", "resource_type:unit_test",
+                       "--full-refresh"], as_of=D, target_path=tmp_path)
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute(query).fetchall() == migrated

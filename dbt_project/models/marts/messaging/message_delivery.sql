@@ -1,20 +1,85 @@
-{#- The key's unique index: it refuses a duplicate message as it is built (a quarter of what
-    a unique test's group-by of every message costs: the data test checks it in the catalog)
-    and serves a report's lookup of one message. -#}
-{{ config(post_hook=["create unique index on {{ this }} (outbox_id)"]) }}
+{#- Incremental. A message's row changes only when its outbox row is written (every writer
+    stamps updated_at: planning's insert, claims, results, expiries, reconciliation, call
+    outcomes) or an event about it is received (received_at). A build computes again the
+    messages whose outbox row was updated, or which received an event, after the latest such
+    time the table holds (less message_delivery_lookback_hours, for a transaction that
+    stamped now() before that time and committed after the last build read the tables), from
+    all their events; the other rows are kept. The first build, and one over a table without
+    these two columns, computes every message. Not dated by D: it is the outbox as it is.
+    Outbox rows are never deleted; a row deleted by hand stays here until a --full-refresh.
+
+    The key's unique index: it refuses a duplicate message as it is written (the data test
+    checks it in the catalog, not by a group-by of every message) and serves the batch's
+    delete and a report's lookup of one message. -#}
+{%- set lookback_hours = var('message_delivery_lookback_hours', 24) | int -%}
+
+{#- A table from before the marks' columns: emptied first (in the build's transaction), and
+    every message computed, as on a first build. -#}
+{%- set legacy_hook -%}{% raw %}
+    {%- if is_incremental() and not message_delivery_holds_marks(this) -%}
+        truncate {{ this }}
+    {%- endif -%}
+{% endraw %}{%- endset -%}
+
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete_insert_where',
+    unique_key=['outbox_id'],
+    on_schema_change='append_new_columns',
+    pre_hook=[legacy_hook],
+    post_hook=["{{ ensure_index(this, ['outbox_id'], unique=true) }}"],
+) }}
+
+{#- Only the messages written or reported on since the marks: on an incremental build over a
+    table that holds them (a unit test's `this` fixture does). -#}
+{%- set since_marks = is_incremental() and (
+    model.resource_type == 'unit_test' or not execute or message_delivery_holds_marks(this)
+) -%}
 
 with
+
+{% if since_marks %}
+
+-- the messages whose row may have changed since the last build: read by scanning both
+-- tables' time columns (no index: one on the outbox's updated_at would end its HOT updates)
+changed as (
+
+    select outbox.outbox_id
+    from {{ ref('stg_ops__outbox') }} as outbox
+    where
+        outbox.updated_at
+        > {{ high_water_mark('_outbox_updated_at') }} - interval '{{ lookback_hours }} hours'
+
+    union
+
+    select events.outbox_id
+    from {{ ref('stg_ops__message_events') }} as events
+    where
+        events.outbox_id is not null
+        and events.received_at
+        > {{ high_water_mark('_events_received_at') }} - interval '{{ lookback_hours }} hours'
+
+),
+
+{% endif %}
 
 outbox as (
 
     select * from {{ ref('stg_ops__outbox') }}
+    {%- if since_marks %}
+    where outbox_id in (select changed.outbox_id from changed)
+    {%- endif %}
 
 ),
 
 events as (
 
     select * from {{ ref('stg_ops__message_events') }}
-    where outbox_id is not null and message_status is not null
+    where
+        outbox_id is not null and message_status is not null
+        {%- if since_marks %}
+        and outbox_id in (select changed.outbox_id from changed)
+        {%- endif %}
 
 ),
 
@@ -63,7 +128,8 @@ per_message as (
         (array_agg(message_status order by status_rank desc, occurred_at desc, event_id desc))[1]
             as furthest_status,
         (array_agg(message_status order by occurred_at desc, event_id desc))[1]
-            as last_event_status
+            as last_event_status,
+        max(received_at) as events_received_at
     from ranked_events
     group by outbox_id
 
@@ -107,7 +173,10 @@ final as (
         coalesce(per_message.events, 0) as events,
         coalesce(per_message.opens, 0) as opens,
         coalesce(per_message.clicks, 0) as clicks,
-        per_message.delivered_at is not null as is_delivered
+        per_message.delivered_at is not null as is_delivered,
+        -- what the next build's batch starts after (the high-water marks)
+        outbox.updated_at as _outbox_updated_at,
+        per_message.events_received_at as _events_received_at
     from outbox
     left join per_message on per_message.outbox_id = outbox.outbox_id
 

@@ -23,10 +23,19 @@ as_of as (
 
 customers as (
 
+    -- only those with a check-in in the lookback can have a row: customer_facts' latest visit
+    -- day <= D (the same local dates) falls in it. The customers customer_facts does not hold
+    -- (customer_since after D) are looked up as before. At a million customers most have not
+    -- visited for weeks: each lookup skipped is an index descent into raw.visits saved.
     select
-        customer_id,
-        timezone
-    from {{ ref('stg_club__customers') }}
+        customers.customer_id,
+        customers.timezone
+    from {{ ref('stg_club__customers') }} as customers
+    left join {{ ref('customer_facts') }} as facts
+        on customers.customer_id = facts.customer_id
+    where
+        facts.customer_id is null
+        or facts.last_visit_date >= {{ as_of_date() }} - {{ weeks * 7 - 1 }}
 
 ),
 
