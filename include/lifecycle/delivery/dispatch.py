@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from lifecycle.contacts import CHANNEL_KIND
 from lifecycle.delivery.leases import (
     LEASE_LOST,
     HandOvers,
@@ -42,6 +43,11 @@ from lifecycle.settings import Settings, get_settings
 # The channels dispatch sends. A call (channel 'call') is never claimed: the front desk makes
 # it from the call list (lifecycle.calls) and its outcome comes back as a file.
 CHANNELS = ("sms", "email")
+# The kind of contact (ops.dead_contacts.kind) an outbox row's channel goes to, as SQL on the
+# row `o`: lifecycle.contacts.CHANNEL_KIND (a phone serves sms and call, an email email).
+_CONTACT_KIND = ("case o.channel "
+                 + " ".join(f"when '{ch}' then '{kind}'" for ch, kind in CHANNEL_KIND.items())
+                 + " end")
 
 
 class Batch(Sequence[OutboundMessage]):
@@ -91,7 +97,7 @@ class DispatchReport:
         }
 
 
-_SKIP_SUPPRESSED = """
+_SKIP_SUPPRESSED = f"""
 with hit as (
     -- the customer is suppressed on the channel, or the address the row goes to is, or the
     -- address is dead (lifecycle.contacts: a phone serves sms and call, an email email)
@@ -108,7 +114,7 @@ with hit as (
     left join ops.address_suppressions ca on o.channel = 'call' and ca.channel = 'sms'
                                           and ca.address = o.to_address
     left join ops.dead_contacts d
-           on d.kind = case o.channel when 'email' then 'email' else 'phone' end
+           on d.kind = {_CONTACT_KIND}
           and d.address = o.to_address
     where o.status = 'planned'
       and (s.customer_id is not null or a.address is not null or d.address is not null
@@ -177,7 +183,7 @@ def claim(
           and not exists (select 1 from ops.address_suppressions a
                           where a.channel = o.channel and a.address = o.to_address)
           and not exists (select 1 from ops.dead_contacts d
-                          where d.kind = case o.channel when 'email' then 'email' else 'phone' end
+                          where d.kind = {_CONTACT_KIND}
                             and d.address = o.to_address)
         order by send_at, outbox_id
         limit %(limit)s
