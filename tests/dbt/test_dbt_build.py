@@ -397,6 +397,49 @@ def test_failing_data_test_makes_build_raise(fresh_db: str, tmp_path: Path) -> N
     assert mart == (None,)  # the failed test kept the mart from being built
 
 
+def test_not_null_columns_fails_naming_each_column_that_holds_nulls(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """A model's one not_null_columns test (macros/test_not_null_columns.sql) checks all its
+    listed columns: it passes on the built club, and fails with a row per column holding
+    nulls, how many, once some are emptied."""
+    _load(fresh_db, RAW)
+    build(fresh_db, as_of=AS_OF, target_path=tmp_path)
+    test = ["test", "--select", "contact_health,test_name:not_null_columns"]
+    run_dbt(fresh_db, test, as_of=AS_OF, target_path=tmp_path)
+    # a column the table declares NOT NULL (customer_facts' contract) is read in the catalog,
+    # the others (contact_health has no NOT NULL column) in one scan
+    run_dbt(fresh_db, ["test", "--select", "customer_facts,test_name:not_null_columns"],
+            as_of=AS_OF, target_path=tmp_path)
+    ran = {p.name: p.read_text() for p in (tmp_path / "run").rglob("not_null_columns_*.sql")}
+    facts = ran["not_null_columns_customer_facts_customer_id.sql"]
+    (health,) = [t for n, t in ran.items() if n.startswith("not_null_columns_contact_heal")]
+    assert "declared NOT NULL in the catalog: customer_id" in facts
+    assert "count(*) filter" not in facts
+    assert "count(*) filter (where address is null)" in health
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute("select count(*) from analytics.contact_health").fetchone()[0]
+        conn.execute("update analytics.contact_health set address = null")
+        conn.execute("update analytics.contact_health set status = null "
+                     "where ctid = (select min(ctid) from analytics.contact_health)")
+
+    with pytest.raises(DbtError) as failed:
+        run_dbt(fresh_db, [*test, "--store-failures"], as_of=AS_OF, target_path=tmp_path)
+
+    # the test's name lists the columns it checks; one failing row per column with nulls
+    assert ("Failure in test not_null_columns_contact_health_customer_id__contact_kind__address"
+            in str(failed.value))
+    assert "Got 2 results" in str(failed.value)
+    with psycopg.connect(fresh_db) as conn:
+        (table,) = conn.execute(
+            "select table_schema || '.' || table_name from information_schema.tables "
+            "where table_schema = 'analytics_dbt_test__audit' "
+            "and table_name like 'not_null_columns_contact_heal%'").fetchone()
+        failures = conn.execute(f"select * from {table} order by 1").fetchall()
+    assert rows > 1
+    assert failures == [("address", rows), ("status", 1)]
+
+
 @pytest.mark.parametrize(
     ("extra_args", "message"),
     [
