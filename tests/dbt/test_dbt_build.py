@@ -401,43 +401,82 @@ def test_not_null_columns_fails_naming_each_column_that_holds_nulls(
     fresh_db: str, tmp_path: Path
 ) -> None:
     """A model's one not_null_columns test (macros/test_not_null_columns.sql) checks all its
-    listed columns: it passes on the built club, and fails with a row per column holding
-    nulls, how many, once some are emptied."""
+    listed columns. A table declares them NOT NULL (the project's post-hook
+    set_not_null_columns) and the test reads the catalog; a view's are counted in one scan,
+    which fails with a row per column holding nulls, how many, once some are emptied."""
     _load(fresh_db, RAW)
     build(fresh_db, as_of=AS_OF, target_path=tmp_path)
-    test = ["test", "--select", "contact_health,test_name:not_null_columns"]
+    view, table = "int_services_catalog", "contact_health"
+    test = ["test", "--select", f"{view} {table},test_name:not_null_columns"]
     run_dbt(fresh_db, test, as_of=AS_OF, target_path=tmp_path)
-    # a column the table declares NOT NULL (customer_facts' contract) is read in the catalog,
-    # the others (contact_health has no NOT NULL column) in one scan
-    run_dbt(fresh_db, ["test", "--select", "customer_facts,test_name:not_null_columns"],
-            as_of=AS_OF, target_path=tmp_path)
     ran = {p.name: p.read_text() for p in (tmp_path / "run").rglob("not_null_columns_*.sql")}
-    facts = ran["not_null_columns_customer_facts_customer_id.sql"]
+    (scanned,) = [t for n, t in ran.items() if n.startswith(f"not_null_columns_{view}")]
     (health,) = [t for n, t in ran.items() if n.startswith("not_null_columns_contact_heal")]
-    assert "declared NOT NULL in the catalog: customer_id" in facts
-    assert "count(*) filter" not in facts
-    assert "count(*) filter (where address is null)" in health
+    assert "count(*) filter (where service is null)" in scanned
+    assert "declared NOT NULL in the catalog: " in health and "count(*) filter" not in health
     with psycopg.connect(fresh_db) as conn:
-        rows = conn.execute("select count(*) from analytics.contact_health").fetchone()[0]
-        conn.execute("update analytics.contact_health set address = null")
-        conn.execute("update analytics.contact_health set status = null "
-                     "where ctid = (select min(ctid) from analytics.contact_health)")
+        rows = conn.execute(f"select count(*) from analytics.{view}").fetchone()[0]
+        # the view as built, with service emptied on one row and category on every row
+        conn.execute(f"alter view analytics.{view} rename to {view}_built")
+        columns = [c for (c,) in conn.execute(
+            "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
+            "order by attnum", (f"analytics.{view}_built",))]
+        exprs = {"service": "case when row_number() over () = 1 then null else service end",
+                 "category": "case when false then category end"}
+        conn.execute(f"create view analytics.{view} as select "
+                     + ", ".join(f"{exprs.get(c, c)} as {c}" for c in columns)
+                     + f" from analytics.{view}_built")
 
     with pytest.raises(DbtError) as failed:
-        run_dbt(fresh_db, [*test, "--store-failures"], as_of=AS_OF, target_path=tmp_path)
+        run_dbt(fresh_db, ["test", "--select", f"{view},test_name:not_null_columns",
+                           "--store-failures"], as_of=AS_OF, target_path=tmp_path)
 
     # the test's name lists the columns it checks; one failing row per column with nulls
-    assert ("Failure in test not_null_columns_contact_health_customer_id__contact_kind__address"
-            in str(failed.value))
+    assert f"Failure in test not_null_columns_{view}_service__category" in str(failed.value)
     assert "Got 2 results" in str(failed.value)
     with psycopg.connect(fresh_db) as conn:
-        (table,) = conn.execute(
+        (stored,) = conn.execute(
             "select table_schema || '.' || table_name from information_schema.tables "
             "where table_schema = 'analytics_dbt_test__audit' "
-            "and table_name like 'not_null_columns_contact_heal%'").fetchone()
-        failures = conn.execute(f"select * from {table} order by 1").fetchall()
+            f"and table_name like 'not_null_columns_{view}%'").fetchone()
+        failures = conn.execute(f"select * from {stored} order by 1").fetchall()
     assert rows > 1
-    assert failures == [("address", rows), ("status", 1)]
+    assert failures == [("category", rows), ("service", 1)]
+
+
+def test_a_null_in_a_tables_not_null_column_fails_its_build_and_keeps_the_table(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """The project's post-hook declares a table's not_null_columns NOT NULL: an incremental
+    table refuses a null row on the next build with PostgreSQL's message naming the column,
+    and keeps the rows it had (the build's transaction is rolled back)."""
+    _load(fresh_db, RAW)
+    build(fresh_db, as_of=AS_OF, target_path=tmp_path)
+    with psycopg.connect(fresh_db) as conn:
+        before = conn.execute("select count(*), max(derived_as_of) "
+                              "from analytics.int_memberships_enriched").fetchone()
+        nullable = conn.execute(
+            "select count(*) from pg_attribute where attrelid = "
+            "'analytics.int_memberships_enriched'::regclass and attname = 'is_active_on_as_of' "
+            "and not attnotnull").fetchone()[0]
+        # a membership without a status, covering the next day built: whether it is active
+        # on that day (is_active_on_as_of) cannot be told
+        conn.execute("alter table raw.memberships alter column status drop not null")
+        conn.execute(
+            "insert into raw.memberships (membership_id, customer_id, product, purchased_on, "
+            "starts_on, ends_on, price, status) select 'odd-1', customer_id, 'month', "
+            "'2024-07-01', '2024-07-01', '2024-07-31', 100, null from raw.customers limit 1")
+
+    with pytest.raises(DbtError) as failed:
+        build(fresh_db, as_of=date(2024, 7, 15), select="int_memberships_enriched",
+              target_path=tmp_path, unit_tests=False)
+
+    assert nullable == 0
+    assert 'column "is_active_on_as_of"' in str(failed.value), str(failed.value)[-2000:]
+    with psycopg.connect(fresh_db) as conn:
+        after = conn.execute("select count(*), max(derived_as_of) "
+                             "from analytics.int_memberships_enriched").fetchone()
+    assert after == before
 
 
 @pytest.mark.parametrize(
