@@ -4,6 +4,7 @@
 {#- Indexes: the key, and the day counts phase conditions filter on by range. Unnamed so
     PostgreSQL picks free names: the copy dbt swaps out holds the old ones until the run ends. -#}
 {{ config(post_hook=[
+    "{{ set_not_null_columns() }}",
     "create unique index on {{ this }} (customer_id)",
     "create index on {{ this }} (days_since_purchase)",
     "create index on {{ this }} (days_until_end)",

@@ -60,7 +60,7 @@
     merge_update_columns=['valid_to', 'days'],
     on_schema_change='append_new_columns',
     pre_hook=[rewind_hook],
-    post_hook=[index_hook],
+    post_hook=[index_hook, "{{ set_not_null_columns() }}"],
 ) }}
 
 {%- if execute and model.resource_type == 'model' -%}

@@ -1,7 +1,11 @@
 {#- The descriptive lifecycle stage of each customer on D; the rules are in the model's
     description (_lifecycle__models.yml) and docs/data-contract.md. First matching rule wins. -#}
 
-{{ config(post_hook=["create unique index on {{ this }} (customer_id)"]) }}
+{#- The not-null columns (not_null_by_constraint in the yml) in one scan, then the key. -#}
+{{ config(post_hook=[
+    "{{ set_not_null_columns() }}",
+    "create unique index on {{ this }} (customer_id)",
+]) }}
 
 with
 

@@ -44,7 +44,11 @@
     {%- endfor -%}
 {%- endfor -%}
 
-{{ config(post_hook=["create index on {{ this }} (customer_id)"]) }}
+{#- The not-null columns (not_null_by_constraint in the yml) in one scan, then the index. -#}
+{{ config(post_hook=[
+    "{{ set_not_null_columns() }}",
+    "create index on {{ this }} (customer_id)",
+]) }}
 
 with
 
