@@ -14,6 +14,7 @@
 {{ config(
     materialized='table',
     post_hook=[
+        "{{ set_not_null_columns() }}",
         "{{ ensure_index(this, ['customer_id'], unique=true) }}",
         "analyze {{ this }}",
     ],

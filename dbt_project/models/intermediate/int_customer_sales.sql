@@ -24,6 +24,7 @@
     insert_where='lifetime_purchases > 0',
     on_schema_change='fail',
     post_hook=[
+        "{{ set_not_null_columns() }}",
         "{{ ensure_index(this, ['customer_id'], unique=true) }}",
         "analyze {{ this }}",
     ],

@@ -30,6 +30,7 @@
     on_schema_change='fail',
     pre_hook=[drop_after_as_of],
     post_hook=[
+        "{{ set_not_null_columns() }}",
         "{{ ensure_index(this, ['membership_id'], unique=true) }}",
         "{{ ensure_index(this, ['customer_id']) }}",
         "analyze {{ this }}",

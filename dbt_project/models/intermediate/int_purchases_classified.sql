@@ -15,6 +15,7 @@
     unique_key=['purchase_id'],
     on_schema_change='fail',
     post_hook=[
+        "{{ set_not_null_columns() }}",
         "{{ ensure_index(this, ['purchase_id'], unique=true) }}",
         "{{ ensure_index(this, ['customer_id']) }}",
         "analyze {{ this }}",

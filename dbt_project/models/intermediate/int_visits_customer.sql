@@ -21,6 +21,7 @@
     insert_where='last_visit_date is not null',
     on_schema_change='fail',
     post_hook=[
+        "{{ set_not_null_columns() }}",
         "{{ ensure_index(this, ['customer_id'], unique=true) }}",
         "analyze {{ this }}",
     ],

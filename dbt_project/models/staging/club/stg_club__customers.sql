@@ -36,6 +36,7 @@
     unique_key=['customer_id'],
     on_schema_change='fail',
     post_hook=[
+        "{{ set_not_null_columns() }}",
         "{{ ensure_index(this, ['customer_id'], unique=true) }}",
         "analyze {{ this }}",
     ],
