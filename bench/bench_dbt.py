@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from datetime import date, datetime, timedelta
@@ -267,8 +268,12 @@ def last_built_day(url: str) -> date:
     return row[0]
 
 
-def rerun(url: str, days: int) -> None:
-    """Incremental builds of the next ``days`` days on a kept database."""
+def rerun(url: str, days: int, results_dir: Path | None = None) -> None:
+    """Incremental builds of the next ``days`` days on a kept database.
+
+    ``results_dir`` keeps each day's run_results.json and manifest.json (as
+    ``<day>-run_results.json``, ...) for reading node timings afterwards.
+    """
     with tempfile.TemporaryDirectory(prefix="bench_dbt_") as tmp:
         for _ in range(days):
             day = last_built_day(url) + timedelta(days=1)
@@ -277,6 +282,10 @@ def rerun(url: str, days: int) -> None:
             print(f"loaded {day}: " + ", ".join(f"{k} {v:,}" for k, v in loaded.items()))
             run, wall = build(url, day, Path(tmp), full_refresh=False)
             report(f"incremental build as of {day}", run, wall, manifest_of(Path(tmp)))
+            if results_dir is not None:
+                results_dir.mkdir(parents=True, exist_ok=True)
+                for artifact in ("run_results.json", "manifest.json"):
+                    shutil.copy(Path(tmp) / artifact, results_dir / f"{day}-{artifact}")
 
 
 def calibration(url: str) -> str:
@@ -317,6 +326,11 @@ def main() -> None:
     )
     ap.add_argument("--days", type=int, default=1, help="with --on: days to load and build")
     ap.add_argument(
+        "--results-dir",
+        type=Path,
+        help="with --on: keep each day's run_results.json and manifest.json here",
+    )
+    ap.add_argument(
         "--history-days",
         type=int,
         default=30,
@@ -329,7 +343,7 @@ def main() -> None:
     server = resolve_url()
     if args.on:
         print(calibration(server))
-        rerun(server.rsplit("/", 1)[0] + "/" + args.on, args.days)
+        rerun(server.rsplit("/", 1)[0] + "/" + args.on, args.days, args.results_dir)
         return
     with psycopg.connect(server) as conn:
         pg = conn.execute("show server_version").fetchone()[0]

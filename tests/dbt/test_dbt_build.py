@@ -478,6 +478,78 @@ def test_a_null_in_a_tables_not_null_column_fails_its_build_and_keeps_the_table(
                              "from analytics.int_memberships_enriched").fetchone()
     assert after == before
 
+def test_not_null_columns_are_declared_by_the_models_and_a_null_fails_the_build_naming_it(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    # the columns each table's not_null_columns test lists are declared NOT NULL by the
+    # project's post-hook (set_not_null_columns), and the tests check the catalog
+    _load(fresh_db, RAW)
+    path = "+customer_lifecycle_history"
+    result = build(fresh_db, AS_OF, path, target_path=tmp_path, unit_tests=False)
+    assert "PASS not_null_columns_customer_lifecycle_stage_customer_id__as_of_date" in result.stdout
+    with psycopg.connect(fresh_db) as conn:
+        not_null = dict(conn.execute(
+            """
+            select c.relname, array_agg(a.attname::text order by a.attname::text)
+            from pg_attribute as a
+            inner join pg_class as c on a.attrelid = c.oid
+            where c.relnamespace = 'analytics'::regnamespace and a.attnotnull and a.attnum > 0
+              and c.relname in ('customer_phase_eligibility', 'customer_lifecycle_stage',
+                                'customer_lifecycle_history')
+            group by c.relname
+            """
+        ).fetchall())
+    assert not_null == {
+        "customer_phase_eligibility": ["as_of_date", "customer_id", "phase", "priority", "step"],
+        "customer_lifecycle_stage": [
+            "as_of_date", "customer_id", "eligible_phases", "exponea_stage", "stage",
+        ],
+        "customer_lifecycle_history": [
+            "customer_id", "days", "eligible_phases", "exponea_stage", "stage", "valid_from",
+            "valid_to",
+        ],
+    }
+
+    # a null reaching a table (here from a broken upstream table) fails the model's build,
+    # naming the column, and the table built before stays as it was
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "alter table analytics.customer_facts alter column as_of_date drop not null;"
+            "update analytics.customer_facts set as_of_date = null where customer_id = 'nat'"
+        )
+    with pytest.raises(DbtError) as failed:
+        build(fresh_db, AS_OF, "customer_lifecycle_stage", target_path=tmp_path, unit_tests=False)
+    assert (
+        'column "as_of_date" of relation "customer_lifecycle_stage" contains null values'
+        in failed.value.output
+    )
+    with psycopg.connect(fresh_db) as conn:
+        kept = conn.execute(
+            "select count(*), count(as_of_date) from analytics.customer_lifecycle_stage"
+        ).fetchone()
+    assert kept == (4, 4)  # nat, bad, intl, zeros: 'late' joins after AS_OF
+
+    # the incremental history keeps its NOT NULL columns: a null stage is refused on write
+    next_day = AS_OF + timedelta(days=1)
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "alter table analytics.customer_lifecycle_stage alter column stage drop not null"
+        )
+        conn.execute(
+            "update analytics.customer_lifecycle_stage set as_of_date = %s, "
+            "stage = case when customer_id = 'nat' then null else stage end",
+            (next_day,),
+        )
+    with pytest.raises(DbtError) as failed:
+        build(fresh_db, next_day, "customer_lifecycle_history", target_path=tmp_path,
+              unit_tests=False)
+    assert 'null value in column "stage" of relation' in failed.value.output
+    with psycopg.connect(fresh_db) as conn:
+        last_day = conn.execute(
+            "select max(valid_to) from analytics.customer_lifecycle_history"
+        ).fetchone()[0]
+    assert last_day == AS_OF
+
 
 @pytest.mark.parametrize(
     ("extra_args", "message"),
