@@ -27,7 +27,7 @@ def test_the_demo_runs_its_days_and_the_simulation_beside_them(fresh_db, tmp_pat
     assert "beside the Airflow days" in said and "waiting for the simulation" in said
     # below the days in the CPU's queue, as the OS reported it back
     nice = re.search(r"\(simulate, beside the days at nice (\d+),", said)
-    assert nice and int(nice[1]) >= 10, said[-1500:]
+    assert nice and int(nice[1]) == 19, said[-1500:]
     with psycopg.connect(fresh_db) as conn:
         days = conn.execute("select count(distinct plan_date) from ops.outbox").fetchone()[0]
         sims = conn.execute("select customers, days, results -> 'policies' ? 'lifecycle', "
