@@ -293,12 +293,47 @@ def test_build_computes_service_purchases_from_raw_rows(fresh_db: str, tmp_path:
     assert (smoothie["purchases_last_30d"], smoothie["amount_total"]) == (1, Decimal("5.00"))
 
 
+def _assert_yml_descriptions_are_the_comments(url: str, manifest: Path) -> None:
+    """persist_docs (the project's own, macros/persist_docs.sql): each model and each of its
+    documented columns carries its yml description as a comment, quotes and newlines
+    included; nothing else is commented."""
+    import json
+
+    nodes = json.loads(manifest.read_text())["nodes"]
+    models = {n["name"]: n for n in nodes.values() if n["resource_type"] == "model"}
+    with psycopg.connect(url) as conn:
+        tables = dict(conn.execute(
+            "select c.relname, obj_description(c.oid, 'pg_class') from pg_class c "
+            "where c.relnamespace = 'analytics'::regnamespace and c.relkind in ('r', 'v')"
+        ).fetchall())
+        columns = {(t, c): d for t, c, d in conn.execute(
+            "select c.relname, a.attname, col_description(c.oid, a.attnum) "
+            "from pg_class c join pg_attribute a on a.attrelid = c.oid "
+            "where c.relnamespace = 'analytics'::regnamespace and c.relkind in ('r', 'v') "
+            "and a.attnum > 0 and not a.attisdropped").fetchall()}
+    assert set(models) <= set(tables)
+    documented = 0
+    for name, node in models.items():
+        assert tables[name] == (node["description"] or None), name
+        for column, spec in node["columns"].items():
+            if (name, column) in columns:
+                assert columns[name, column] == (spec["description"] or None), (name, column)
+                documented += bool(spec["description"])
+    assert documented > 100
+    assert any("'" in d for d in columns.values() if d)  # an apostrophe survived the quoting
+    # the columns no yml documents carry no comment
+    assert all(d is None for (t, c), d in columns.items()
+               if t in models and not models[t]["columns"].get(c, {}).get("description"))
+
+
 def test_customer_facts_matches_its_contract_and_is_indexed(fresh_db: str, tmp_path: Path) -> None:
     _load(fresh_db, RAW)
 
     build(fresh_db, as_of=AS_OF, target_path=tmp_path)
     # a second build replaces the table (and its index) without a name clash
     build(fresh_db, as_of=date(2024, 7, 15), target_path=tmp_path)
+    # and every table and view it replaced carries the yml's descriptions again
+    _assert_yml_descriptions_are_the_comments(fresh_db, tmp_path / "manifest.json")
 
     with psycopg.connect(fresh_db) as conn:
         columns = conn.execute(
@@ -337,43 +372,6 @@ def test_customer_facts_matches_its_contract_and_is_indexed(fresh_db: str, tmp_p
     # the 1 July visit and massage now count
     assert nat["visits_total"] == 5
     assert nat["cross_sell_purchases_last_90d"] == 1
-
-
-def test_yml_descriptions_are_the_warehouse_comments(fresh_db: str, tmp_path: Path) -> None:
-    """persist_docs (the project's own, macros/persist_docs.sql): after a build that replaced
-    every table and view, each model and each of its documented columns carries its yml
-    description as a comment, quotes and newlines included; nothing else is commented."""
-    import json
-
-    _load(fresh_db, RAW)
-    build(fresh_db, as_of=AS_OF, target_path=tmp_path)
-    build(fresh_db, as_of=date(2024, 7, 15), target_path=tmp_path)
-
-    nodes = json.loads((tmp_path / "manifest.json").read_text())["nodes"]
-    models = {n["name"]: n for n in nodes.values() if n["resource_type"] == "model"}
-    with psycopg.connect(fresh_db) as conn:
-        tables = dict(conn.execute(
-            "select c.relname, obj_description(c.oid, 'pg_class') from pg_class c "
-            "where c.relnamespace = 'analytics'::regnamespace and c.relkind in ('r', 'v')"
-        ).fetchall())
-        columns = {(t, c): d for t, c, d in conn.execute(
-            "select c.relname, a.attname, col_description(c.oid, a.attnum) "
-            "from pg_class c join pg_attribute a on a.attrelid = c.oid "
-            "where c.relnamespace = 'analytics'::regnamespace and c.relkind in ('r', 'v') "
-            "and a.attnum > 0 and not a.attisdropped").fetchall()}
-    assert set(models) <= set(tables)
-    documented = 0
-    for name, node in models.items():
-        assert tables[name] == (node["description"] or None), name
-        for column, spec in node["columns"].items():
-            if (name, column) in columns:
-                assert columns[name, column] == (spec["description"] or None), (name, column)
-                documented += bool(spec["description"])
-    assert documented > 100
-    assert any("'" in d for d in columns.values() if d)  # an apostrophe survived the quoting
-    # the columns no yml documents carry no comment
-    assert all(d is None for (t, c), d in columns.items()
-               if t in models and not models[t]["columns"].get(c, {}).get("description"))
 
 
 def test_failing_data_test_makes_build_raise(fresh_db: str, tmp_path: Path) -> None:
