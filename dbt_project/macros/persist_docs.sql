@@ -6,7 +6,7 @@
         each with a Jinja context of its own: a quarter of a model's time in a day's build, where
         a table or view is created anew each day) to comment only on columns that exist. Here
         the database picks them: a documented column the relation lacks gets no comment, as in
-        dbt's, and no warning (tests/dbt checks the yml against the built columns).
+        dbt's, and no warning (tests/dbt checks that every documented column is built).
     -#}
     {%- set sql = [] -%}
     {%- if for_relation and config.persist_relation_docs() and model.description -%}

@@ -23,10 +23,11 @@ from pathlib import Path
 from lifecycle.settings import Settings, get_settings
 
 REFERENCE_SEED = Path("seeds") / "contact_decay_reference.csv"
+Curve = tuple[tuple[float, float], ...]  # ((start years, dead share), ...), by start
 
 
 @cache
-def _curve(path: Path) -> tuple[tuple[float, float], ...]:
+def _curve(path: Path) -> Curve:
     """(years the bucket starts, its dead share) of every bucket with a reference, by age."""
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -38,14 +39,11 @@ def _curve(path: Path) -> tuple[tuple[float, float], ...]:
     return tuple(sorted(points))
 
 
-def curve(settings: Settings | None = None) -> tuple[tuple[float, float], ...]:
+def curve(settings: Settings | None = None) -> Curve:
     """The reference curve of the dbt project in use: ((start years, dead share), ...).
     A caller drawing many addresses reads it once and passes it on: settings are read from
     the environment on every get_settings() (milliseconds each)."""
     return _curve((settings or get_settings()).dbt_project_dir / REFERENCE_SEED)
-
-
-Curve = tuple[tuple[float, float], ...]
 
 
 def dead_share(years: float, points: Curve | None = None) -> float:
