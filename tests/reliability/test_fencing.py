@@ -65,6 +65,52 @@ def test_a_dispatcher_frozen_past_its_lease_sends_nothing_of_its_claim(fresh_db)
     assert {i for i, s in final.items() if s == "sent"} <= set(accepted)
 
 
+def test_a_dispatcher_frozen_inside_a_transaction_does_not_hold_up_the_one_taking_over(
+        fresh_db):
+    """Frozen between a statement and its commit (here: stamping a hand-over), a dispatcher
+    holds its rows' locks for as long as it is frozen. The next dispatcher settles every lapsed
+    claim it can lock and sends what is due without waiting for it; the frozen one's rows are
+    settled by the run after it, once its transaction has ended, and nothing goes out twice."""
+    n = 30
+    now = datetime.now(UTC)
+    plan_rows(fresh_db, n, day=now.date(), send_at=now - timedelta(minutes=1))
+    ids = sorted(statuses(fresh_db))
+    handed, unhanded = ids[:6], ids[6:12]  # batch 999's claims, lapsed a minute ago
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("update ops.outbox set status = 'claimed', batch_id = 999, "
+                     "lease_until = now() - interval '1 minute' where outbox_id = any(%s)",
+                     (handed + unhanded,))
+        conn.execute("update ops.outbox set handed_at = now() - interval '2 minutes' "
+                     "where outbox_id = any(%s)", (handed,))
+    settings = {"dispatch_lease_seconds": 2, "twilio_segments_per_s": 100.0,
+                "provider_timeout_s": 5}
+    frozen = psycopg.connect(fresh_db)  # the frozen dispatcher's hand-over, not committed
+    try:
+        frozen.execute("update ops.outbox set handed_at = now() where outbox_id = any(%s)",
+                       ([handed[0], unhanded[0], unhanded[1]],))
+        with StandinServer() as server:
+            settings["standin_url"] = server.url
+            first = finish(start(fresh_db, settings, "wall"), timeout=60)
+            after_first = statuses(fresh_db)
+            frozen.rollback()  # it dies: its transaction ends with its session
+            second = finish(start(fresh_db, settings, "wall"), timeout=60)
+            accepted = accepted_ids(server)
+    finally:
+        frozen.close()
+    locked = {handed[0], unhanded[0], unhanded[1]}
+    # the first run left the locked rows as they were and settled the rest
+    assert {after_first[i] for i in locked} == {"claimed"}
+    assert first["lease_lost"] == len(handed) - 1
+    assert set(accepted[:first["claimed"]]) == set(ids) - set(handed) - locked
+    # the second settled them: one handed over (unknown), two never handed (sent now)
+    assert second["lease_lost"] == 1 and second["claimed"] == 2
+    assert not _dupes(accepted)
+    final = statuses(fresh_db)
+    assert {i for i, s in final.items() if s == "unknown"} == set(handed)
+    assert {i for i, s in final.items() if s == "sent"} == set(ids) - set(handed)
+    assert sorted(accepted) == sorted(set(ids) - set(handed))
+
+
 def test_eight_dispatchers_on_one_low_rate_with_a_short_lease(fresh_db):
     """A slow shared rate, long texts (2 segments) and a 2 s lease: batches wait for the rate
     longer than the lease unless their leases are kept alive and their size counts segments;

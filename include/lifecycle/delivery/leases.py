@@ -40,22 +40,34 @@ def expire_and_recover(
     """
     lease_now = lease_now or now
     expired = conn.execute(
-        "update ops.outbox set status = 'expired', last_error = 'deadline passed before sending', "
-        "updated_at = now() where status = 'planned' and deadline_at < %s "
-        "and plan_date is distinct from %s and channel <> 'call'",
+        _UNLOCKED.format(
+            set="status = 'expired', last_error = 'deadline passed before sending'",
+            where="status = 'planned' and deadline_at < %s "
+                  "and plan_date is distinct from %s and channel <> 'call'"),
         (now, plan_date),
     ).rowcount
     conn.execute(
-        "update ops.outbox set status = 'planned', lease_until = null, updated_at = now() "
-        "where status = 'claimed' and handed_at is null and lease_until < %s",
+        _UNLOCKED.format(set="status = 'planned', lease_until = null",
+                         where="status = 'claimed' and handed_at is null and lease_until < %s"),
         (lease_now,),
     )
     lost = conn.execute(
-        "update ops.outbox set status = 'unknown', last_error = %s, updated_at = now() "
-        "where status = 'claimed' and lease_until < %s",
+        _UNLOCKED.format(set="status = 'unknown', last_error = %s",
+                         where="status = 'claimed' and lease_until < %s"),
         (LEASE_LOST, lease_now),
     ).rowcount
     return expired, lost
+
+
+# Rows another transaction holds are left alone, not waited for: a dispatcher frozen (or
+# stopped in a debugger, or paused with its VM) between a statement and its commit holds its
+# rows' locks for as long as it is frozen, and the dispatcher that came to take over would wait
+# for it, and everything behind it. Its rows are settled by a later run, once its transaction
+# has ended: it commits when it wakes (the rows stay its own), or it dies and rolls back.
+_UNLOCKED = """
+update ops.outbox o set {set}, updated_at = now()
+where o.outbox_id in (select outbox_id from ops.outbox where {where} for update skip locked)
+"""
 
 
 def hand_over(conn: psycopg.Connection, batch_id: int, outbox_ids: list[int],
@@ -214,7 +226,9 @@ class Heartbeat:
             self._held.discard(batch_id)
 
     def _run(self) -> None:
-        with psycopg.connect(self._url) as conn:
+        # autocommit: each extension is committed by the server with its statement, so a
+        # process frozen at any instant holds no row lock that would keep others waiting
+        with psycopg.connect(self._url, autocommit=True) as conn:
             while not self._stop.wait(self._lease.total_seconds() / 3):
                 with self._lock:
                     held = sorted(self._held)
