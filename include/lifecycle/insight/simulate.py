@@ -66,6 +66,7 @@ from lifecycle.rules.loading import load_rules
 from lifecycle.settings import Settings, get_settings
 from lifecycle.transform.dbt_vars import phase_vars
 from lifecycle.transform.inprocess import InProcessDbt
+from lifecycle.warehouse.priority import backends_niced_like_me
 
 POLICIES: tuple[Policy, ...] = ("lifecycle", "blast")
 
@@ -311,11 +312,6 @@ def simulate_policy(
     progress: Callable[[date, int], None] | None = None,
 ) -> PolicyResult:
     """Live ``days`` days of a generated club under one policy, in its own database."""
-    from lifecycle.data.generator import generate
-    from lifecycle.pipeline import send_due
-    from lifecycle.transform import dbt
-    from lifecycle.warehouse.migrations import migrate
-
     if policy not in POLICIES:
         raise ValueError(f"unknown policy '{policy}'; valid: {', '.join(POLICIES)}")
     settings = (settings or get_settings()).model_copy(update={"transport": "sandbox"})
@@ -327,60 +323,76 @@ def simulate_policy(
     url = _fresh_database(server_url, db)
     result = PolicyResult(policy, customers, days, first_day, last_day)
     try:
-        migrate(url)
-        generate(
-            customers,
-            first_day - timedelta(days=HISTORY_DAYS),
-            last_day + timedelta(days=FUTURE_DAYS),
-            seed,
-            url=url,
-            club_timezone=settings.club_timezone,
-        )
-        with tempfile.TemporaryDirectory(prefix="lifecycle-sim-dbt-") as target:
-            t = time.monotonic()
-            runner = InProcessDbt(url, settings, phase_vars(rules), Path(target) / "daily")
-            if policy == "lifecycle":
-                # everything once, as the daily run builds it (seeds, staging, marts, data
-                # tests), on the runner's manifest: no second dbt start-up and parse
-                built = runner.invoke("build", first_day, "--exclude-resource-type", "unit_test")
-                if not built.success:
-                    raise dbt.DbtError(f"dbt build as of {first_day} failed: "
-                                       f"{built.exception or built.result}")
-            if policy == "blast":
-                # the blast reads contacts only (stg_club__customers, stg_club__consents)
-                runner.run(first_day, BLAST_MODELS)
-            result.seconds_dbt += time.monotonic() - t
-            campaign = blast_days(first_day, last_day, seed, model.blast_per_month)
-            with psycopg.connect(url) as conn:
-                for i in range(days):
-                    day = first_day + timedelta(days=i)
-                    if policy == "lifecycle":
-                        if i > 0:
-                            t = time.monotonic()
-                            runner.run(day, daily_models(rules))
-                            result.seconds_dbt += time.monotonic() - t
-                        # a simulated backlog day is intended volume, never a bad load
-                        plan_day(url, rules, day, settings, allow_volume=True)
-                    elif day in campaign:
-                        _plan_blast(conn, day, rules, settings)
-                    send_due(url, day, clock="logical", settings=settings)
-                    provider_outcomes(url, day, seed, settings)
-                    if policy == "lifecycle":
-                        make_calls(url, day, rules, model, seed, settings, Path(target))
-                    respond(conn, day, rules, model, seed, result, settings)
-                    if progress is not None:
-                        progress(day, i + 1)
-                _sent_totals(conn, result)
-                if policy == "lifecycle":
-                    t = time.monotonic()
-                    runner.run(last_day, FINAL_MODELS)
-                    result.seconds_dbt += time.monotonic() - t
-                    result.measured = _measured(conn, settings.dbt_schema)
+        with backends_niced_like_me(url):  # `nice lifecycle simulate` reaches its SQL too
+            _live(url, policy, result, customers=customers, days=days, seed=seed,
+                  first_day=first_day, model=model, settings=settings, rules=rules,
+                  progress=progress)
     finally:
         if not keep_database:
             drop_database(server_url, db)
     result.seconds = time.monotonic() - began
     return result
+
+
+def _live(url: str, policy: Policy, result: PolicyResult, *, customers: int, days: int,
+          seed: int, first_day: date, model: ResponseModel, settings: Settings, rules: Rules,
+          progress: Callable[[date, int], None] | None) -> None:
+    """``simulate_policy``'s days in the policy's database ``url``."""
+    from lifecycle.data.generator import generate
+    from lifecycle.pipeline import send_due
+    from lifecycle.transform import dbt
+    from lifecycle.warehouse.migrations import migrate
+
+    last_day = result.last_day
+    migrate(url)
+    generate(
+        customers,
+        first_day - timedelta(days=HISTORY_DAYS),
+        last_day + timedelta(days=FUTURE_DAYS),
+        seed,
+        url=url,
+        club_timezone=settings.club_timezone,
+    )
+    with tempfile.TemporaryDirectory(prefix="lifecycle-sim-dbt-") as target:
+        t = time.monotonic()
+        runner = InProcessDbt(url, settings, phase_vars(rules), Path(target) / "daily")
+        if policy == "lifecycle":
+            # everything once, as the daily run builds it (seeds, staging, marts, data
+            # tests), on the runner's manifest: no second dbt start-up and parse
+            built = runner.invoke("build", first_day, "--exclude-resource-type", "unit_test")
+            if not built.success:
+                raise dbt.DbtError(f"dbt build as of {first_day} failed: "
+                                   f"{built.exception or built.result}")
+        if policy == "blast":
+            # the blast reads contacts only (stg_club__customers, stg_club__consents)
+            runner.run(first_day, BLAST_MODELS)
+        result.seconds_dbt += time.monotonic() - t
+        campaign = blast_days(first_day, last_day, seed, model.blast_per_month)
+        with psycopg.connect(url) as conn:
+            for i in range(days):
+                day = first_day + timedelta(days=i)
+                if policy == "lifecycle":
+                    if i > 0:
+                        t = time.monotonic()
+                        runner.run(day, daily_models(rules))
+                        result.seconds_dbt += time.monotonic() - t
+                    # a simulated backlog day is intended volume, never a bad load
+                    plan_day(url, rules, day, settings, allow_volume=True)
+                elif day in campaign:
+                    _plan_blast(conn, day, rules, settings)
+                send_due(url, day, clock="logical", settings=settings)
+                provider_outcomes(url, day, seed, settings)
+                if policy == "lifecycle":
+                    make_calls(url, day, rules, model, seed, settings, Path(target))
+                respond(conn, day, rules, model, seed, result, settings)
+                if progress is not None:
+                    progress(day, i + 1)
+            _sent_totals(conn, result)
+            if policy == "lifecycle":
+                t = time.monotonic()
+                runner.run(last_day, FINAL_MODELS)
+                result.seconds_dbt += time.monotonic() - t
+                result.measured = _measured(conn, settings.dbt_schema)
 
 
 def simulate(
