@@ -111,6 +111,49 @@ def test_a_dispatcher_frozen_inside_a_transaction_does_not_hold_up_the_one_takin
     assert sorted(accepted) == sorted(set(ids) - set(handed))
 
 
+def test_reconciliation_leaves_a_frozen_dispatchers_rows_and_settles_the_rest(fresh_db):
+    """A dispatcher frozen while recording outcomes holds locks on unknown rows (lease-lost
+    rows it answers for): reconciliation settles every other unknown row without waiting,
+    reports the held one as still unknown, and settles it on a run after the lock ends."""
+    import threading
+
+    from lifecycle.delivery.reconcile import reconcile
+    from lifecycle.settings import Settings
+
+    now = datetime.now(UTC)
+    plan_rows(fresh_db, 4, day=now.date(), send_at=now - timedelta(hours=2))
+    held, seen, old, fresh = sorted(statuses(fresh_db))
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("update ops.outbox set status = 'unknown', handed_at = now(), "
+                     "updated_at = now() - interval '1 hour'")
+        conn.execute("update ops.outbox set updated_at = now() - interval '3 days' "
+                     "where outbox_id = %s", (old,))
+        for i in (held, seen):
+            conn.execute("insert into ops.message_events (provider, channel, event_type, "
+                         "outbox_id, occurred_at, dedupe_key) values ('twilio', 'sms', "
+                         "'delivered', %s, now(), %s)", (i, f"e{i}"))
+    frozen = psycopg.connect(fresh_db)
+    try:
+        frozen.execute("update ops.outbox set last_error = last_error where outbox_id = %s",
+                       (held,))
+        done: list = []
+        run = threading.Thread(target=lambda: done.append(
+            reconcile(fresh_db, now=datetime.now(UTC), settings=Settings())), daemon=True)
+        run.start()
+        run.join(timeout=60)
+        assert done, "reconciliation waited for the frozen dispatcher's lock"
+        first = done[0]
+        after_first = statuses(fresh_db)
+    finally:
+        frozen.rollback()
+        frozen.close()
+    assert (after_first[held], after_first[seen]) == ("unknown", "sent")
+    assert (after_first[old], after_first[fresh]) == ("expired", "unknown")
+    assert {u.outbox_id for u in first.unresolved} == {held, fresh}
+    second = reconcile(fresh_db, now=datetime.now(UTC), settings=Settings())
+    assert second.sent == 1 and statuses(fresh_db)[held] == "sent"
+
+
 def test_eight_dispatchers_on_one_low_rate_with_a_short_lease(fresh_db):
     """A slow shared rate, long texts (2 segments) and a 2 s lease: batches wait for the rate
     longer than the lease unless their leases are kept alive and their size counts segments;

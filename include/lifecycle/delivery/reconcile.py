@@ -84,6 +84,7 @@ select o.outbox_id, o.to_address, o.body,
 from ops.outbox o left join ops.dispatch_batches b on b.batch_id = o.batch_id
 where o.status = 'unknown' and o.channel = 'sms'
 order by o.to_address, since, o.outbox_id
+for update of o skip locked
 """
 
 
@@ -139,7 +140,11 @@ def reconcile(url: str, *, now: datetime, settings: Settings | None = None,
               lookup: TwilioLookup | None = None) -> ReconcileReport:
     """Resolve unknown rows from ops.message_events, then (standin/live transports, or with
     ``lookup``) by asking Twilio; expire what is past the deadline; report those still open
-    (one transaction)."""
+    (one transaction).
+
+    Rows another transaction holds are left for the next run, not waited for (a dispatcher
+    frozen between recording an outcome and its commit holds them while it is frozen: see
+    ``leases.expire_and_recover``); they are reported as still unknown."""
     settings = settings or get_settings()
     lookup = lookup or lookup_for(settings)
     deadline = timedelta(hours=settings.reconcile_deadline_hours)
@@ -147,15 +152,17 @@ def reconcile(url: str, *, now: datetime, settings: Settings | None = None,
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             f"""
-            with seen as (
+            with mine as (
+                select outbox_id from ops.outbox where status = 'unknown'
+                for update skip locked
+            ), seen as (
                 select o.outbox_id, min(e.occurred_at) as first_at,
                        (array_agg(e.event_type order by e.occurred_at, e.event_id))[1] as first,
                        (array_agg(e.provider_message_id order by e.occurred_at, e.event_id)
                         filter (where e.provider_message_id is not null))[1] as message_id
-                from ops.outbox o
+                from mine join ops.outbox o on o.outbox_id = mine.outbox_id
                 join ops.message_events e
                   on e.outbox_id = o.outbox_id and e.provider = {_PROVIDER}
-                where o.status = 'unknown'
                 group by o.outbox_id
             )
             update ops.outbox o
@@ -179,7 +186,9 @@ def reconcile(url: str, *, now: datetime, settings: Settings | None = None,
             set status = 'expired', last_error = %(why)s, lease_until = null, updated_at = now(),
                 handed_at = coalesce(o.handed_at, (select b.sending_at from ops.dispatch_batches b
                                                    where b.batch_id = o.batch_id), o.updated_at)
-            where o.status = 'unknown' and o.updated_at + %(deadline)s <= %(now)s
+            where o.outbox_id in (select outbox_id from ops.outbox
+                                  where status = 'unknown' and updated_at + %(deadline)s <= %(now)s
+                                  for update skip locked)
             """,
             {"why": RESOLVED_EXPIRED.format(settings.reconcile_deadline_hours),
              "deadline": deadline, "now": now},
