@@ -36,7 +36,8 @@ def expire_and_recover(
     sent); rows that were handed over become unknown (they may have been sent). ``now`` judges
     deadlines, ``lease_now`` (default ``now``) leases. A replay of ``plan_date`` (the logical
     clock) sends that day's rows at their own send times, so their deadlines are not judged by
-    the replay's clock. Returns (expired, unknown).
+    the replay's clock. Rows another transaction holds are left for a later run (see
+    ``_UNLOCKED``). Returns (expired, unknown).
     """
     lease_now = lease_now or now
     expired = conn.execute(
