@@ -51,6 +51,9 @@ OUTBOX = Asset("lifecycle_outbox")
 # Without it, Cosmos runs `dbt ls` at every parse of this file, in the DAG processor and in
 # every task process (~14 s of CPU each: with 28 dbt tasks a day, most of a day's run).
 MANIFEST = fresh_manifest(SETTINGS)
+# Tasks that return a dict say multiple_outputs=False: the `-> dict` annotation would otherwise
+# push every key as an XCom of its own besides the whole value (dbt.build: one per node, ~60
+# execution-API calls a day that nothing reads).
 
 
 def _one_build_nodes() -> dict:
@@ -90,7 +93,7 @@ def one_build_group() -> TaskGroup:
     and fails as dbt does (planning waits for every one; lifecycle.transform.day_build)."""
     with TaskGroup("dbt") as group:
 
-        @task(task_id="build")
+        @task(task_id="build", multiple_outputs=False)
         def build() -> dict:
             from lifecycle.transform.day_build import build_day
 
@@ -243,7 +246,7 @@ def lifecycle_daily():
             },
         )
 
-    @task(outlets=[OUTBOX])
+    @task(outlets=[OUTBOX], multiple_outputs=False)
     def plan() -> dict:
         from lifecycle.operations import plan_or_preview
         from lifecycle.pipeline import skip_stale_day
@@ -263,7 +266,7 @@ def lifecycle_daily():
         """A dry run stops here: nothing is dispatched."""
         return not get_current_context()["params"]["dry_run"]
 
-    @task
+    @task(multiple_outputs=False)
     def dispatch(channel: str) -> dict:
         """Send the day's due rows of one channel (logical clock: all of them, replaying D)."""
         from airflow.sdk.exceptions import AirflowNotFoundException
@@ -278,7 +281,7 @@ def lifecycle_daily():
             warehouse_url(), _plan_date(), clock=clock, channel=channel, settings=settings
         ).as_dict()
 
-    @task
+    @task(multiple_outputs=False)
     def summarize(planned: dict, sent: list[dict]) -> dict:
         from lifecycle.insight.report import day_summary
 

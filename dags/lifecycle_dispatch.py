@@ -61,7 +61,7 @@ def lifecycle_dispatch():
 
         return [s["shard"] for s in dispatch_shards(SETTINGS) if s["channel"] == channel]
 
-    @task
+    @task(multiple_outputs=False)  # one XCom, not one per key of the report
     def drain(channel: str, shard: int) -> dict:
         from airflow.sdk.exceptions import AirflowNotFoundException
 

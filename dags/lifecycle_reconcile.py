@@ -44,7 +44,7 @@ def warehouse_url() -> str:
     tags=["lifecycle", "reconcile"],
 )
 def lifecycle_reconcile():
-    @task
+    @task(multiple_outputs=False)  # one XCom, not one per key of the report
     def reconcile() -> dict:
         from lifecycle.operations import reconcile_now
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -112,6 +113,15 @@ def test_daily_dag_plans_and_sends_each_day_once(club_url, tmp_path, migrated_ai
         (D1.isoformat(), "success"),
         ((D1 + timedelta(days=1)).isoformat(), "success"),
     ]
+
+    # one XCom per task that returns something: a dict is not also pushed key by key (the
+    # build's would be one XCom per dbt node, each an execution-API call nothing reads)
+    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as meta:
+        keys = {k for (k,) in meta.execute(
+            "select distinct key from xcom where dag_id = 'lifecycle_daily'")}
+        build_xcoms = meta.execute("select count(*) from xcom where dag_id = 'lifecycle_daily' "
+                                   "and task_id = 'dbt.build'").fetchone()[0]
+    assert keys == {"return_value"} and build_xcoms == 2, (keys, build_xcoms)
 
     rows = _outbox(url)
     assert len(rows) > 50, "3000 members should give more than 50 lifecycle messages in two days"
