@@ -25,7 +25,16 @@ from datetime import timedelta
 from functools import partial
 
 import pendulum
-from airflow.sdk import Asset, Connection, Param, TaskGroup, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    BaseOperator,
+    Connection,
+    Param,
+    TaskGroup,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowSkipException
 from cosmos import (
     DbtTaskGroup,
@@ -86,6 +95,36 @@ def _plan_date():
     return get_current_context()["logical_date"].date()
 
 
+class DbtNodeResult(BaseOperator):
+    """One dbt node's result in the day's build (task dbt.build): passes when the node and
+    the tests that gate it passed there; otherwise builds the node and its tests itself, so a
+    retry (or a model whose upstream passed on its retry) runs dbt again, and a failure shows
+    dbt's message here. (Not try_number: clearing a run raises it.)
+
+    An operator with nothing to template: a @task would render its arguments and send them to
+    the API server for every one of the day's ~33 node tasks (~10 ms each).
+    """
+
+    template_fields = ()
+    ui_color = "#e8f1f8"
+
+    def __init__(self, *, node: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.node = node
+
+    def execute(self, context) -> None:
+        from lifecycle.transform.day_build import build_node, verdict
+
+        ti = context["ti"]
+        why = verdict(ti.xcom_pull(task_ids="dbt.build") or {}, NODES[self.node])
+        if why is None:
+            return  # built and tested by the day's build
+        plan_date = context["logical_date"].date()
+        log.warning("dbt build as of %s: %s; building it on its own", plan_date, why)
+        phases = ti.xcom_pull(task_ids="validate_rules")
+        build_node(warehouse_url(), plan_date, phases, NODES[self.node], settings=SETTINGS)
+
+
 def one_build_group() -> TaskGroup:
     """The day's dbt graph as one `dbt build` (task dbt.build), then one task per model or
     seed, named as the per-model mode names them, that passes when its node and the tests
@@ -100,23 +139,8 @@ def one_build_group() -> TaskGroup:
             phases = get_current_context()["ti"].xcom_pull(task_ids="validate_rules")
             return build_day(warehouse_url(), _plan_date(), phases, settings=SETTINGS)
 
-        def node_task(name: str):
-            @task(task_id=f"{name}_{NODES[name].resource_type}_build")
-            def node() -> None:
-                from lifecycle.transform.day_build import build_node, verdict
-
-                ti = get_current_context()["ti"]
-                why = verdict(ti.xcom_pull(task_ids="dbt.build") or {}, NODES[name])
-                if why is None:
-                    return  # built and tested by the day's build
-                # Failed or skipped in the day's build: build the node and its tests now, so
-                # a retry (or a model whose upstream passed on its retry) runs dbt again; a
-                # failure shows dbt's message here. (Not try_number: clearing a run raises it.)
-                log.warning("dbt build as of %s: %s; building it on its own", _plan_date(), why)
-                phases = ti.xcom_pull(task_ids="validate_rules")
-                build_node(warehouse_url(), _plan_date(), phases, NODES[name], settings=SETTINGS)
-
-            return node()
+        def node_task(name: str) -> DbtNodeResult:
+            return DbtNodeResult(task_id=f"{name}_{NODES[name].resource_type}_build", node=name)
 
         built = build()
         tasks = {name: node_task(name) for name in NODES}
