@@ -119,10 +119,9 @@ class DbtNodeResult(BaseOperator):
         why = verdict(ti.xcom_pull(task_ids="dbt.build") or {}, NODES[self.node])
         if why is None:
             return  # built and tested by the day's build
-        plan_date = context["logical_date"].date()
-        log.warning("dbt build as of %s: %s; building it on its own", plan_date, why)
+        log.warning("dbt build as of %s: %s; building it on its own", _plan_date(), why)
         phases = ti.xcom_pull(task_ids="validate_rules")
-        build_node(warehouse_url(), plan_date, phases, NODES[self.node], settings=SETTINGS)
+        build_node(warehouse_url(), _plan_date(), phases, NODES[self.node], settings=SETTINGS)
 
 
 def one_build_group() -> TaskGroup:

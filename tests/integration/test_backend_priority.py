@@ -30,6 +30,12 @@ def test_backends_of_the_database_take_the_niceness_and_others_do_not(fresh_db, 
             with psycopg.connect(fresh_db) as inside:
                 assert _wait_for(inside, 7) == 7
             assert _wait_for(before, 7) == 7
+            # dbt opens and closes a connection per node: backends that come and go between
+            # one look and the next do not stop the renicing of those opened after them
+            for _ in range(20):
+                psycopg.connect(fresh_db).close()
+            with psycopg.connect(fresh_db) as late:
+                assert _wait_for(late, 7) == 7
         # another database's backends are not this job's
         assert _niceness_of(elsewhere) == 0
 

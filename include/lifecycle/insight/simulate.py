@@ -324,8 +324,7 @@ def simulate_policy(
     result = PolicyResult(policy, customers, days, first_day, last_day)
     try:
         with backends_niced_like_me(url):  # `nice lifecycle simulate` reaches its SQL too
-            _live(url, policy, result, customers=customers, days=days, seed=seed,
-                  first_day=first_day, model=model, settings=settings, rules=rules,
+            _live(url, result, seed=seed, model=model, settings=settings, rules=rules,
                   progress=progress)
     finally:
         if not keep_database:
@@ -334,16 +333,17 @@ def simulate_policy(
     return result
 
 
-def _live(url: str, policy: Policy, result: PolicyResult, *, customers: int, days: int,
-          seed: int, first_day: date, model: ResponseModel, settings: Settings, rules: Rules,
-          progress: Callable[[date, int], None] | None) -> None:
-    """``simulate_policy``'s days in the policy's database ``url``."""
+def _live(url: str, result: PolicyResult, *, seed: int, model: ResponseModel,
+          settings: Settings, rules: Rules, progress: Callable[[date, int], None] | None) -> None:
+    """``simulate_policy``'s days (``result``'s policy, club size and days) in the policy's
+    database ``url``."""
     from lifecycle.data.generator import generate
     from lifecycle.pipeline import send_due
     from lifecycle.transform import dbt
     from lifecycle.warehouse.migrations import migrate
 
-    last_day = result.last_day
+    policy, customers, days = result.policy, result.customers, result.days
+    first_day, last_day = result.first_day, result.last_day
     migrate(url)
     generate(
         customers,

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 _LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1"}
 
 
-def _is_local(url: str) -> bool:
-    host = conninfo_to_dict(url).get("host") or ""
-    return all(h in _LOCAL_HOSTS or h.startswith("/") for h in str(host).split(","))
+def _is_local(host: str | None) -> bool:
+    """Whether a connection's ``host`` (none: the local socket) is this machine."""
+    return all(h in _LOCAL_HOSTS or h.startswith("/") for h in str(host or "").split(","))
 
 
 def _is_postgres(pid: int) -> bool:
@@ -44,10 +44,11 @@ def backends_niced_like_me(url: str, poll_s: float = 0.2,
     niceness (or ``niceness``; looked for every ``poll_s`` seconds). Yields that niceness, or
     None when nothing is done: not niced, or the server is not on this machine."""
     niceness = os.getpriority(os.PRIO_PROCESS, 0) if niceness is None else niceness
-    if niceness <= 0 or not _is_local(url):
+    params = conninfo_to_dict(url)
+    if niceness <= 0 or not _is_local(params.get("host")):
         yield None
         return
-    dbname = conninfo_to_dict(url).get("dbname")
+    dbname = params.get("dbname")
     stop = threading.Event()
 
     def run() -> None:
@@ -59,13 +60,15 @@ def backends_niced_like_me(url: str, poll_s: float = 0.2,
     def renice() -> None:
         done: set[int] = set()
         with psycopg.connect(url, autocommit=True) as conn:
+            # This connection's own backend is alive while it is open: if it is not a postgres
+            # process of this machine, neither are the others (a tunnel, a container's server).
+            if not _is_postgres(conn.info.backend_pid):
+                log.info("the server's backends are not this machine's processes: left as is")
+                return
             while True:
                 pids = {r[0] for r in conn.execute(
                     "select pid from pg_stat_activity where datname = %s", (dbname,))}
                 for pid in pids - done:
-                    if not _is_postgres(pid):  # the server is not this machine's after all
-                        log.info("backend %s is not a local postgres process: left as is", pid)
-                        return
                     try:
                         os.setpriority(os.PRIO_PROCESS, pid, niceness)
                     except ProcessLookupError:
