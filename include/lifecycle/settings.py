@@ -230,6 +230,13 @@ class Settings(BaseSettings):
     )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
+    dbt_jit: bool = Field(
+        default=False,
+        description="PostgreSQL's JIT compilation in dbt's sessions. Off by default: the "
+        "planner's estimates for the models' CTEs are high at any club size, so a server with "
+        "JIT compiled a 10,000-customer model for 2.0 s of its 2.1 s (bench/RESULTS.md); "
+        "true leaves the server's own setting",
+    )
     dbt_mode: Literal["one_build", "per_model"] = Field(
         default="one_build",
         description="How lifecycle_daily runs dbt: one_build = one `dbt build` a day, then a "

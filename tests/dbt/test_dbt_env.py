@@ -61,3 +61,29 @@ def test_the_dbt_project_and_executable_are_where_run_dbt_looks() -> None:
     assert (settings.dbt_project_dir / "dbt_project.yml").is_file()
     assert (settings.dbt_project_dir / "profiles.yml").is_file()
     assert dbt_executable().is_file()
+
+
+def test_dbt_sessions_run_without_jit_unless_asked(monkeypatch) -> None:
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=0")
+    assert dbt_env("postgresql://u@h/db", Settings())["PGOPTIONS"] == (
+        "-c statement_timeout=0 -c jit=off")
+    assert "PGOPTIONS" not in dbt_env("postgresql://u@h/db", Settings(dbt_jit=True))
+    monkeypatch.delenv("PGOPTIONS")
+    assert dbt_env("postgresql://u@h/db", Settings())["PGOPTIONS"] == "-c jit=off"
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_session_dbt_opens_has_jit_as_set(fresh_db: str, jit: bool) -> None:
+    """Through dbt's own connection (dbt show, in process): jit is off in its session by
+    default, and the server's setting (on) with LIFECYCLE_DBT_JIT=true."""
+    from lifecycle.pipeline import rules_for_dbt
+    from lifecycle.transform.dbt_vars import VAR_NAME
+    from lifecycle.transform.inprocess import InProcessDbt
+
+    settings = Settings(dbt_jit=jit)
+    runner = InProcessDbt(fresh_db, settings, {VAR_NAME: rules_for_dbt(settings)})
+    shown = runner.invoke("show", date(2026, 6, 30), "--inline",
+                          "select current_setting('jit') as jit")
+    assert shown.success, shown.exception
+    (table,) = [r.agate_table for r in shown.result.results]
+    assert [row["jit"] for row in table.rows] == ["on" if jit else "off"]
