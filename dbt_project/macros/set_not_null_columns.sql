@@ -1,8 +1,8 @@
 {% macro set_not_null_columns() -%}
     {#-
         SQL for the post-hook every model gets (dbt_project.yml): declare NOT NULL, in the
-        table itself, the columns its `not_null_columns` test lists (the yml's list of the
-        model's not-null columns, written once). One ALTER TABLE checks all of them in one scan
+        table itself, the columns its `checks` test lists under `not_null` (the yml's list of
+        the model's not-null columns, written once). One ALTER TABLE checks all of them in one scan
         of a new table; an incremental table's columns are NOT NULL from its first build on, so
         later builds cost nothing and an insert of a null fails naming the column. A null fails
         the model's build with PostgreSQL's message ("column "x" of relation "y" contains null
@@ -16,8 +16,8 @@
             {%- set test = node.get('test_metadata') or {} -%}
             {%- if node.resource_type == 'test'
                 and node.get('attached_node') == model.unique_id
-                and test.get('name') == 'not_null_columns' -%}
-                {%- do columns.extend(test.get('kwargs', {}).get('columns') or []) -%}
+                and test.get('name') == 'checks' -%}
+                {%- do columns.extend(test.get('kwargs', {}).get('not_null') or []) -%}
             {%- endif -%}
         {%- endfor -%}
     {%- endif -%}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -391,63 +392,115 @@ def test_failing_data_test_makes_build_raise(fresh_db: str, tmp_path: Path) -> N
         build(fresh_db, as_of=AS_OF, target_path=tmp_path)
 
     assert failed.value.returncode == 1
-    assert "Failure in test memberships_end_on_or_after_start" in str(failed.value)
+    assert "Failure in test checks_stg_club__memberships" in str(failed.value)
     with psycopg.connect(fresh_db) as conn:
         mart = conn.execute("select to_regclass('analytics.customer_facts')").fetchone()
     assert mart == (None,)  # the failed test kept the mart from being built
 
 
-def test_not_null_columns_fails_naming_each_column_that_holds_nulls(
+def test_the_days_build_says_which_check_failed_and_skips_what_depends_on_it(
+    fresh_db: str,
+) -> None:
+    """The daily DAG's in-process build (lifecycle.transform.day_build): a model's failing
+    `checks` test reports which of its checks failed and on how many rows, not only dbt's
+    "Got 1 result"; the models after it are skipped, and their tasks say so."""
+    from lifecycle.pipeline import rules_for_dbt
+    from lifecycle.transform.day_build import build_day, graph, verdict
+    from lifecycle.transform.dbt import ensure_manifest
+
+    _load(fresh_db, """
+        insert into raw.customers (customer_id, created_at) values ('c1', '2024-01-01 10:00+00');
+        insert into raw.memberships
+          (membership_id, customer_id, product, purchased_on, starts_on, ends_on, price, status)
+        values ('m1', 'c1', 'month', '2024-06-01', '2024-06-30', '2024-06-01', 100, 'active'),
+               ('m2', 'c1', 'month', '2024-06-01', '2024-06-30', '2024-06-02', 100, 'active');
+        """)
+    settings = Settings()
+
+    results = build_day(fresh_db, AS_OF, rules_for_dbt(settings), settings=settings)
+
+    nodes = graph(ensure_manifest(settings))
+    assert verdict(results, nodes["stg_club__memberships"]) == (
+        "stg_club__memberships: a test failed: checks_stg_club__memberships: fail Got 1 result, "
+        "configured to fail if != 0: expression memberships_end_on_or_after_start: 2 rows")
+    assert verdict(results, nodes["customer_facts"]) == "customer_facts: skipped"
+    assert verdict(results, nodes["stg_club__customers"]) is None
+
+
+def test_a_models_checks_fail_with_a_row_per_failing_check(
     fresh_db: str, tmp_path: Path
 ) -> None:
-    """A model's one not_null_columns test (macros/test_not_null_columns.sql) checks all its
-    listed columns. A table declares them NOT NULL (the project's post-hook
-    set_not_null_columns) and the test reads the catalog; a view's are counted in one scan,
-    which fails with a row per column holding nulls, how many, once some are emptied."""
+    """A model's one `checks` test (macros/test_checks.sql) runs all its checks in one query.
+    A table declares its not-null columns NOT NULL (the project's post-hook
+    set_not_null_columns) and the test reads the catalog for them; a view's are counted in
+    the same scan as its accepted values. Once some rows are broken, it fails with a row per
+    failing check and how many rows fail it; a check that holds gives no row."""
     _load(fresh_db, RAW)
     build(fresh_db, as_of=AS_OF, target_path=tmp_path)
     view, table = "int_services_catalog", "contact_health"
-    test = ["test", "--select", f"{view} {table},test_name:not_null_columns"]
+    test = ["test", "--select", f"{view} {table},test_name:checks"]
     run_dbt(fresh_db, test, as_of=AS_OF, target_path=tmp_path)
-    ran = {p.name: p.read_text() for p in (tmp_path / "run").rglob("not_null_columns_*.sql")}
-    (scanned,) = [t for n, t in ran.items() if n.startswith(f"not_null_columns_{view}")]
-    (health,) = [t for n, t in ran.items() if n.startswith("not_null_columns_contact_heal")]
+    ran = {p.name: p.read_text() for p in (tmp_path / "run").rglob("checks_*.sql")}
+    scanned, health = ran[f"checks_{view}.sql"], ran[f"checks_{table}.sql"]
     assert "count(*) filter (where service is null)" in scanned
-    assert "declared NOT NULL in the catalog: " in health and "count(*) filter" not in health
+    assert "service is null" not in health and "contact_kind is null" not in health
+    assert "cast(status as text) not in ('alive', 'unconfirmed', 'dead')" in health
     with psycopg.connect(fresh_db) as conn:
         rows = conn.execute(f"select count(*) from analytics.{view}").fetchone()[0]
-        # the view as built, with service emptied on one row and category on every row
+        # the view as built, with service emptied on one row, category on every row and
+        # catalog_source made a value not accepted on two rows
         conn.execute(f"alter view analytics.{view} rename to {view}_built")
         columns = [c for (c,) in conn.execute(
             "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
             "order by attnum", (f"analytics.{view}_built",))]
         exprs = {"service": "case when row_number() over () = 1 then null else service end",
-                 "category": "case when false then category end"}
+                 "category": "case when false then category end",
+                 "catalog_source": "case when row_number() over () <= 2 then 'csv' "
+                                   "else catalog_source end"}
         conn.execute(f"create view analytics.{view} as select "
                      + ", ".join(f"{exprs.get(c, c)} as {c}" for c in columns)
                      + f" from analytics.{view}_built")
 
     with pytest.raises(DbtError) as failed:
-        run_dbt(fresh_db, ["test", "--select", f"{view},test_name:not_null_columns",
+        run_dbt(fresh_db, ["test", "--select", f"{view},test_name:checks",
                            "--store-failures"], as_of=AS_OF, target_path=tmp_path)
 
-    # the test's name lists the columns it checks; one failing row per column with nulls
-    assert f"Failure in test not_null_columns_{view}_service__category" in str(failed.value)
-    assert "Got 2 results" in str(failed.value)
+    assert f"Failure in test checks_{view}" in str(failed.value)
+    assert "Got 3 results" in str(failed.value)
     with psycopg.connect(fresh_db) as conn:
-        (stored,) = conn.execute(
-            "select table_schema || '.' || table_name from information_schema.tables "
-            "where table_schema = 'analytics_dbt_test__audit' "
-            f"and table_name like 'not_null_columns_{view}%'").fetchone()
-        failures = conn.execute(f"select * from {stored} order by 1").fetchall()
-    assert rows > 1
-    assert failures == [("category", rows), ("service", 1)]
+        failures = conn.execute(
+            f"select * from analytics_dbt_test__audit.checks_{view} order by 1").fetchall()
+    assert rows > 2
+    # category's nulls are not also counted against its accepted values
+    assert failures == [("accepted_values catalog_source", 2), ("not_null category", rows),
+                        ("not_null service", 1)]
+
+
+def test_checks_say_what_is_wrong_with_their_arguments(fresh_db: str, tmp_path: Path) -> None:
+    """A checks test given a column name where a list is wanted fails to compile, naming the
+    model and the argument and what would be valid; nothing is built."""
+    settings = Settings()
+    project = tmp_path / "project"
+    shutil.copytree(settings.dbt_project_dir, project / "dbt_project",
+                    ignore=shutil.ignore_patterns("target", "logs"))
+    yml = project / "dbt_project/models/intermediate/_intermediate__models.yml"
+    text = yml.read_text()
+    assert "not_null: [service, category]" in text
+    yml.write_text(text.replace("not_null: [service, category]", "not_null: service", 1))
+
+    with pytest.raises(DbtError) as failed:
+        run_dbt(fresh_db, ["test", "--select", "int_services_catalog,test_name:checks"],
+                as_of=AS_OF, target_path=tmp_path / "target",
+                settings=Settings(project_dir=project, rules_file=settings.rules_path))
+
+    assert "`not_null` must be a list of column names, got service" in str(failed.value)
+    assert "int_services_catalog" in str(failed.value)
 
 
 def test_a_null_in_a_tables_not_null_column_fails_its_build_and_keeps_the_table(
     fresh_db: str, tmp_path: Path
 ) -> None:
-    """The project's post-hook declares a table's not_null_columns NOT NULL: an incremental
+    """The project's post-hook declares a table's not-null columns NOT NULL: an incremental
     table refuses a null row on the next build with PostgreSQL's message naming the column,
     and keeps the rows it had (the build's transaction is rolled back)."""
     _load(fresh_db, RAW)
@@ -482,12 +535,12 @@ def test_a_null_in_a_tables_not_null_column_fails_its_build_and_keeps_the_table(
 def test_not_null_columns_are_declared_by_the_models_and_a_null_fails_the_build_naming_it(
     fresh_db: str, tmp_path: Path
 ) -> None:
-    # the columns each table's not_null_columns test lists are declared NOT NULL by the
+    # the columns each table's checks test lists under not_null are declared NOT NULL by the
     # project's post-hook (set_not_null_columns), and the tests check the catalog
     _load(fresh_db, RAW)
     path = "+customer_lifecycle_history"
     result = build(fresh_db, AS_OF, path, target_path=tmp_path, unit_tests=False)
-    assert "PASS not_null_columns_customer_lifecycle_stage_customer_id__as_of_date" in result.stdout
+    assert "PASS checks_customer_lifecycle_stage" in result.stdout
     with psycopg.connect(fresh_db) as conn:
         not_null = dict(conn.execute(
             """

@@ -84,11 +84,12 @@ def test_message_delivery_has_one_row_per_message_with_its_furthest_status(fresh
 
 def test_ops_keys_are_tested_by_the_tables_unique_indexes(fresh_db, tmp_path):
     # stg_ops__outbox and stg_ops__skips are unique by ops' primary keys, checked in the
-    # catalog (unique_by_constraint) rather than by grouping the message history each day
+    # catalog (their checks' unique_by_constraint) rather than by grouping the message history
+    # each day
     args = ["build", "--select", "staging.ops", "--exclude", "resource_type:unit_test"]
     result = run_dbt(fresh_db, args, as_of=D, target_path=tmp_path)
-    assert "PASS unique_by_constraint_stg_ops__skips" in result.stdout
-    assert "PASS unique_by_constraint_stg_ops__outbox" in result.stdout
+    assert "PASS checks_stg_ops__skips" in result.stdout
+    assert "PASS checks_stg_ops__outbox" in result.stdout
     # a key only unique for some rows (a partial index) does not make the view unique
     with psycopg.connect(fresh_db) as conn:
         conn.execute("alter table ops.skips drop constraint skips_pkey")
@@ -96,8 +97,8 @@ def test_ops_keys_are_tested_by_the_tables_unique_indexes(fresh_db, tmp_path):
                      " where reason = 'control_group'")
     with pytest.raises(DbtError) as failed:
         run_dbt(fresh_db, args, as_of=D, target_path=tmp_path)
-    assert "FAIL 1 unique_by_constraint_stg_ops__skips" in failed.value.output
-    assert "FAIL 1 unique_by_constraint_stg_ops__outbox" not in failed.value.output
+    assert "FAIL 1 checks_stg_ops__skips" in failed.value.output
+    assert "FAIL 1 checks_stg_ops__outbox" not in failed.value.output
 
 
 def test_message_delivery_incremental_build_keeps_untouched_rows_and_equals_a_full_one(

@@ -92,7 +92,7 @@ def _dbt_vars(as_of: datetime.date, phases: str) -> dict[str, str]:
     return {"as_of_date": as_of.isoformat(), PHASES_VAR: phases}
 
 
-def _results(result: Any) -> dict[str, dict[str, str]]:
+def _results(result: Any, url: str) -> dict[str, dict[str, str]]:
     """Each node's and test's status from an in-process invocation's result; DbtError when
     dbt ran nothing (the project does not compile, the warehouse is unreachable)."""
     ran = getattr(result.result, "results", None)
@@ -103,10 +103,29 @@ def _results(result: Any) -> dict[str, dict[str, str]]:
     # is kept, a passing node's message ("SELECT 1234") is not. 34 entries instead of 182.
     return {
         r.node.unique_id: {"status": str(r.status),
-                           "message": "" if str(r.status) in BUILT else str(r.message or "")[:500]}
+                           "message": "" if str(r.status) in BUILT else _message(r, url)[:500]}
         for r in ran
         if r.node.resource_type != "test" or str(r.status) not in BUILT
     }
+
+
+def _message(r: Any, url: str) -> str:
+    """dbt's message for a node or test that did not pass; for a model's `checks` test that
+    failed, which of its checks failed and on how many rows (dbt says only "Got 2 results"):
+    its query is run again, which a failure alone costs."""
+    message = str(r.message or "")
+    meta = getattr(r.node, "test_metadata", None)
+    sql = getattr(r.node, "compiled_code", None)
+    if str(r.status) != "fail" or meta is None or meta.name != "checks" or not sql:
+        return message
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute(f"select * from ({sql}) as failed limit 20").fetchall()
+    except psycopg.Error as exc:
+        return f"{message} (its failing checks could not be read: {exc})"
+    return message + ": " + "; ".join(f"{check}: {n} rows" for check, n in rows)
 
 
 def _runner(url: str, phases: str, settings: Settings, extra_vars: dict[str, str] | None):
@@ -133,7 +152,7 @@ def build_day(
     demo's days, all in one process, parse the project once.
     """
     runner = _runner(url, phases, settings or get_settings(), extra_vars)
-    return _results(runner.invoke("build", as_of, *DAY_FLAGS))
+    return _results(runner.invoke("build", as_of, *DAY_FLAGS), url)
 
 
 def verdict(results: dict[str, dict[str, str]], node: Node) -> str | None:
@@ -162,7 +181,7 @@ def build_node(
 ) -> None:
     """``dbt build --select <node>`` with the tests that gate it; DbtError if any fails."""
     runner = _runner(url, phases, settings or get_settings(), extra_vars)
-    results = _results(runner.invoke("build", as_of, "--select", node.name, *NODE_FLAGS))
+    results = _results(runner.invoke("build", as_of, "--select", node.name, *NODE_FLAGS), url)
     failed = [f"{uid.split('.')[2]}: {r['status']} {r['message']}".rstrip()
               for uid, r in results.items() if r["status"] not in BUILT]
     if failed:

@@ -66,7 +66,7 @@ FACT_COLUMNS: dict[str, FactType] = {
     "rfm_segment": "text",
 }
 
-# Text columns whose values are a fixed set (the accepted_values test of the dbt contract; a
+# Text columns whose values are a fixed set (accepted_values of customer_facts' checks test; a
 # test checks the two agree): a rule comparing one with anything else is an error.
 FACT_VALUES: dict[str, tuple[str, ...]] = {
     "rfm_segment": (
