@@ -230,6 +230,13 @@ class Settings(BaseSettings):
     )
     dbt_schema: str = Field(default="analytics", description="Schema dbt builds into")
     dbt_threads: int = 2
+    dbt_build_order: Literal["critical_path", "depth"] = Field(
+        default="critical_path",
+        description="The order in which dbt's threads take the ready nodes of a build run in "
+        "process (the daily DAG's dbt.build, lifecycle simulate): critical_path = the node "
+        "with the longest chain of work after it first, weighed by each node's seconds in the "
+        "process's previous build; depth = dbt's own order (shallowest in the graph first)",
+    )
     dbt_jit: bool = Field(
         default=False,
         description="PostgreSQL's JIT compilation in dbt's sessions. Off by default: the "
