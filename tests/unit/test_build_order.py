@@ -44,7 +44,8 @@ def test_the_queue_hands_out_a_node_only_to_a_free_thread():
     import threading
 
     graph = nx.DiGraph([("a", "x"), ("b", "x")])
-    with critical_path_first({"a": 1.0, "b": 5.0, "x": 1.0}, threads=1):
+    # threads=0 (a setting of 0) counts as one: it must not wait forever
+    with critical_path_first({"a": 1.0, "b": 5.0, "x": 1.0}, threads=0):
         queue = GraphQueue(graph, manifest=None, selected=set(graph))
         queue.manifest = type("M", (), {"expect": staticmethod(lambda uid: _Node(uid))})()
         first = queue.get()

@@ -171,6 +171,7 @@ def critical_path_first(seconds: dict[str, float], threads: int) -> Iterator[Non
     from dbt.graph.queue import GraphQueue
 
     own_scores, own_get = GraphQueue.__dict__["_get_scores"], GraphQueue.__dict__["get"]
+    threads = max(1, threads)  # a setting of 0 must not wait forever
 
     def get(queue: Any, block: bool = True, timeout: float | None = None) -> Any:
         # one consumer (dbt's main thread): in_progress only shrinks until it takes the node
