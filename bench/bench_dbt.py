@@ -268,7 +268,7 @@ def build_in_process(url: str, as_of: date, target: Path) -> tuple[dict, float]:
     manifest parsed once (lifecycle.transform.day_build). The parse (the first call in a
     process) is printed apart and not in the wall."""
     from lifecycle.pipeline import rules_for_dbt
-    from lifecycle.transform.day_build import DAY_FLAGS, _runner
+    from lifecycle.transform.day_build import BUILT, DAY_FLAGS, _runner
 
     settings = get_settings()
     began = time.perf_counter()
@@ -283,7 +283,7 @@ def build_in_process(url: str, as_of: date, target: Path) -> tuple[dict, float]:
     result.result.write(str(target / "run_results.json"))
     runner.runner.manifest.write(str(target / "manifest.json"))
     failed = [r.node.unique_id for r in result.result.results
-              if str(r.status) not in ("success", "pass")]
+              if str(r.status) not in BUILT]
     if failed:
         raise SystemExit(f"dbt build as of {as_of}: not passed: {failed}")
     return results(target), wall

@@ -232,10 +232,11 @@ class Settings(BaseSettings):
     dbt_threads: int = 2
     dbt_build_order: Literal["critical_path", "depth"] = Field(
         default="critical_path",
-        description="The order in which dbt's threads take the ready nodes of a build run in "
-        "process (the daily DAG's dbt.build, lifecycle simulate): critical_path = the node "
-        "with the longest chain of work after it first, weighed by each node's seconds in the "
-        "process's previous build; depth = dbt's own order (shallowest in the graph first)",
+        description="How a build run in process (the daily DAG's dbt.build, lifecycle "
+        "simulate) hands ready nodes to dbt's threads: critical_path = one node per free "
+        "thread, the one with the longest chain of work after it, weighed by each node's "
+        "seconds in the previous build (kept in the state dir); depth = dbt's own way (every "
+        "ready node queued at once, shallowest in the graph first)",
     )
     dbt_jit: bool = Field(
         default=False,
