@@ -238,6 +238,14 @@ class Settings(BaseSettings):
         "seconds in the previous build (kept in the state dir); depth = dbt's own way (every "
         "ready node queued at once, shallowest in the graph first)",
     )
+    dbt_lean: bool = Field(
+        default=True,
+        description="A build run in process (the daily DAG's dbt.build, lifecycle simulate) "
+        "skips dbt's own work that does nothing here: a node's template is compiled once per "
+        "process, events no logger receives are dropped before dbt formats them, and a "
+        "thread keeps its PostgreSQL session from node to node (reset with DISCARD ALL) "
+        "instead of a new one per node; false runs dbt as it comes",
+    )
     dbt_jit: bool = Field(
         default=False,
         description="PostgreSQL's JIT compilation in dbt's sessions. Off by default: the "

@@ -221,3 +221,12 @@ def test_the_cli_reference_is_generated_from_the_cli():
     page = CLI_PAGE.read_text(encoding="utf-8")
     for path, _ in reference._commands(cli_main, ["lifecycle"]):
         assert f"## `{' '.join(path)}`" in page
+
+
+def test_every_setting_is_documented():
+    from lifecycle.settings import Settings
+
+    page = (PROJECT / "docs" / "settings.md").read_text(encoding="utf-8")
+    missing = [f"LIFECYCLE_{name.upper()}" for name in Settings.model_fields
+               if f"`LIFECYCLE_{name.upper()}`" not in page]
+    assert missing == [], f"docs/settings.md does not describe {missing}"

@@ -30,6 +30,7 @@ from typing import Any
 
 from lifecycle.settings import Settings
 from lifecycle.transform.dbt import DbtError, cheap_behavior_flag_source, dbt_env
+from lifecycle.transform.lean import lean_invocation
 
 _LOCK = threading.RLock()
 
@@ -56,6 +57,7 @@ class InProcessDbt:
         self.seconds_file = settings.state_dir / "dbt-build" / "node_seconds.json"
         self.seconds: dict[str, float] = _read_seconds(self.seconds_file)
         self.order = settings.dbt_build_order
+        self.lean = settings.dbt_lean
         self.threads = settings.dbt_threads
         result = self._invoke(dbtRunner(), "parse", None, "--no-partial-parse")
         if not result.success:
@@ -96,7 +98,7 @@ class InProcessDbt:
         ]
         order = (critical_path_first(self.seconds, self.threads)
                  if self.order == "critical_path" else nullcontext())
-        with _LOCK, self._environment(), order:
+        with _LOCK, self._environment(), order, lean_invocation() if self.lean else nullcontext():
             result = runner.invoke(args)
         ran = getattr(result.result, "results", None) or ()
         for r in ran:

@@ -1,0 +1,145 @@
+"""Less of dbt's own work per node while dbt runs in this process (``LIFECYCLE_DBT_LEAN``).
+
+At 10,000 customers each node's SQL takes milliseconds; what a build costs is dbt's Python
+per node, on threads that share one interpreter, and a new PostgreSQL session per node. A
+profile of the day's in-process build (py-spy, 74 nodes; bench/RESULTS.md) found three parts
+of it that do nothing for this project:
+
+- **Templates compiled again every build.** dbt renders each node's SQL with
+  ``Environment.from_string``: lexed, parsed and compiled to Python each time (a tenth of
+  the nodes' samples). The compiled code of a source depends only on the source and the kind
+  of environment, so it is kept and each render binds it to the render's own environment and
+  context (``jinja2.Template.from_code``, what ``from_string`` does after compiling).
+- **Events nobody receives.** Every statement fires debug events that dbt turns into
+  protobuf messages and log lines (env secrets scrubbed) which the quiet console and the
+  absent log file then drop (a sixth). An event below every logger's level, with no callback
+  of the caller's, is dropped before that; warnings, errors, print events and anything
+  ``--warn-error`` must see still go through dbt's own path.
+- **A session per node.** dbt closes its thread's connection after every node and opens a
+  new one for the next: a server process started and its catalog caches warmed again, 74
+  times a build (~1.2 s of the server's CPU in a 10k build). Here a thread keeps its
+  connection from node to node: when a node is done its transaction is rolled back (dbt
+  commits what a materialisation writes before), and ``DISCARD ALL`` resets the session (temp
+  tables, settings, prepared statements, session locks) as a new session would be; a
+  connection in any doubt is closed as before. dbt closes them all at the invocation's end.
+
+Each is installed for one invocation (callers hold ``inprocess._LOCK``: one at a time) and put
+back afterwards; with ``LIFECYCLE_DBT_LEAN=false`` dbt runs as it comes. Only how dbt does its
+own work changes: the same SQL runs in the same order (tests/unit/test_dbt_lean.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+# compiled template code by (native, capture_macros, source); a project's sources are few
+_CODE: dict[tuple[bool, bool, str], Any] = {}
+_CODE_LOCK = threading.Lock()
+_CODE_LIMIT = 20_000
+_LEVELS = {"debug": 0, "test": 1, "info": 2, "warn": 3, "error": 4}
+
+
+def _get_template(string: Any, ctx: dict, node: Any = None, capture_macros: bool = False,
+                  native: bool = False) -> Any:
+    """dbt_common.clients.jinja.get_template with the compiled code of a source kept."""
+    from dbt_common.clients import jinja as common_jinja
+
+    with common_jinja.catch_jinja(node):
+        env = common_jinja.get_environment(node, capture_macros, native=native)
+        source = str(string)
+        key = (native, capture_macros, source)
+        code = _CODE.get(key)
+        if code is None:
+            code = env.compile(source)  # a syntax error raises here, as from_string did
+            with _CODE_LOCK:
+                if len(_CODE) >= _CODE_LIMIT:
+                    _CODE.clear()
+                _CODE[key] = code
+        return env.template_class.from_code(env, code, env.make_globals(ctx), None)
+
+
+def _level(event: Any, level: Any) -> int:
+    tag = level if level is not None else event.level_tag()
+    return _LEVELS.get(getattr(tag, "value", tag), len(_LEVELS))
+
+
+def unheard(manager: Any, event: Any, level: Any = None,
+            force_warn_or_error_handling: bool = False) -> bool:
+    """True when no logger or callback of ``manager`` would receive ``event``: below every
+    logger's level and not a warning (--warn-error), not a print event (dbt prints those at
+    any level), and no callback but dbt's own tracking of behaviour-change warnings."""
+    from dbt.tracking import track_behavior_change_warn
+    from dbt_common.events.logger import PRINT_EVENT_NAMES
+
+    if force_warn_or_error_handling or type(event).__name__ in PRINT_EVENT_NAMES:
+        return False
+    mine = _level(event, level)
+    if mine >= _LEVELS["warn"]:
+        return False
+    if any(cb is not track_behavior_change_warn for cb in manager.callbacks):
+        return False
+    return all(_LEVELS.get(getattr(lg.level, "value", lg.level), 0) > mine
+               for lg in manager.loggers)
+
+
+def keep_session(manager: Any) -> bool:
+    """The release of a node's connection (dbt's ``BaseConnectionManager.release``): the
+    thread's PostgreSQL session is kept for its next node, reset as a new one would be; True
+    when kept. False (dbt closes it) for a connection never opened, not PostgreSQL's, or one
+    that does not come back clean."""
+    conn = manager.get_if_exists()
+    if conn is None or conn.type != "postgres" or conn.state != "open":
+        return False
+    handle = conn.handle
+    if getattr(handle, "closed", 1):
+        return False
+    try:
+        # dbt's open transaction, and one psycopg2 began by itself for a statement dbt ran
+        # outside one (its locks would otherwise be held while the thread waits for a node)
+        handle.rollback()
+        conn.transaction_open = False
+        handle.autocommit = True
+        try:
+            with handle.cursor() as cursor:
+                cursor.execute("discard all")
+        finally:
+            handle.autocommit = False
+    except Exception:  # noqa: BLE001 - any doubt: dbt closes it, as it always did
+        return False
+    return True
+
+
+@contextmanager
+def lean_invocation() -> Iterator[None]:
+    """The three shortcuts above for the length of one in-process dbt invocation."""
+    from dbt.adapters.base.connections import BaseConnectionManager
+    from dbt.clients import jinja as dbt_jinja
+    from dbt_common.clients import jinja as common_jinja
+    from dbt_common.events.event_manager import EventManager
+
+    own = (common_jinja.get_template, dbt_jinja.get_template,
+           EventManager.__dict__["fire_event"], BaseConnectionManager.__dict__["release"])
+    own_fire, own_release = own[2], own[3]
+
+    def fire_event(manager: Any, e: Any, level: Any = None, node: Any = None,
+                   force_warn_or_error_handling: bool = False) -> None:
+        if unheard(manager, e, level, force_warn_or_error_handling):
+            return
+        own_fire(manager, e, level, node, force_warn_or_error_handling)
+
+    def release(manager: Any) -> None:
+        if not keep_session(manager):
+            own_release(manager)
+
+    common_jinja.get_template = dbt_jinja.get_template = _get_template
+    EventManager.fire_event = fire_event
+    BaseConnectionManager.release = release
+    try:
+        yield
+    finally:
+        common_jinja.get_template, dbt_jinja.get_template = own[0], own[1]
+        EventManager.fire_event = own_fire
+        BaseConnectionManager.release = own_release
