@@ -66,13 +66,13 @@ MANIFEST = fresh_manifest(SETTINGS)
 
 
 def _one_build_nodes() -> dict:
-    """The dbt nodes of LIFECYCLE_DBT_MODE=one_build, from the stored manifest (parsed here
-    once when missing or stale); empty for per_model, or when no manifest can be had (the DAG
-    then renders the per-model Cosmos tasks with `dbt ls`, as before)."""
+    """The dbt nodes of LIFECYCLE_DBT_MODE=one_build or one_task, from the stored manifest
+    (parsed here once when missing or stale); empty for per_model, or when no manifest can be
+    had (the DAG then renders the per-model Cosmos tasks with `dbt ls`, as before)."""
     from lifecycle.transform.day_build import graph
     from lifecycle.transform.dbt import DbtError, ensure_manifest
 
-    if SETTINGS.dbt_mode != "one_build":
+    if SETTINGS.dbt_mode not in ("one_build", "one_task"):
         return {}
     try:
         return graph(MANIFEST or ensure_manifest(SETTINGS))
@@ -150,6 +150,39 @@ def one_build_group() -> TaskGroup:
     return group
 
 
+def one_task_group() -> TaskGroup:
+    """LIFECYCLE_DBT_MODE=one_task: the day's `dbt build` in one task (dbt.build), no task per
+    model. It fails when a model or a test that gates one failed, naming each (and the models
+    dbt skipped after them), so planning does not run; a retry builds the whole project again
+    (as of the same date: the same tables). When it passes, each model and seed gets an event
+    of its own Asset (`dbt.<schema>.<model>`, with the date and dbt's status): the Assets view
+    shows when each was last built. ~33 task instances fewer a day than one_build: under the
+    LocalExecutor or Celery each is a task process of its own."""
+    assets = {name: Asset(f"dbt.{SETTINGS.dbt_schema}.{name}") for name in NODES}
+    with TaskGroup("dbt") as group:
+
+        @task(task_id="build", multiple_outputs=False, outlets=list(assets.values()))
+        def build() -> dict:
+            from lifecycle.transform.day_build import build_day, failures
+            from lifecycle.transform.dbt import DbtError
+
+            context = get_current_context()
+            phases = context["ti"].xcom_pull(task_ids="validate_rules")
+            results = build_day(warehouse_url(), _plan_date(), phases, settings=SETTINGS)
+            failed = failures(results, NODES)
+            if failed:
+                raise DbtError(f"dbt build as of {_plan_date()}: {len(failed)} of "
+                               f"{len(NODES)} models did not build: " + "; ".join(failed))
+            for name, asset in assets.items():
+                context["outlet_events"][asset].extra = {
+                    "as_of": _plan_date().isoformat(),
+                    "status": results[NODES[name].unique_id]["status"]}
+            return results
+
+        build()
+    return group
+
+
 @dag(
     dag_id="lifecycle_daily",
     description="Plan and send the day's lifecycle messages",
@@ -223,7 +256,9 @@ def lifecycle_daily():
         except (OSError, DbtError) as exc:
             log.warning("dbt manifest not refreshed (the DAG renders with dbt ls): %s", exc)
 
-    if NODES:
+    if NODES and SETTINGS.dbt_mode == "one_task":
+        dbt = one_task_group()
+    elif NODES:
         dbt = one_build_group()
     else:
         dbt = DbtTaskGroup(

@@ -253,11 +253,13 @@ class Settings(BaseSettings):
         "JIT compiled a 10,000-customer model for 2.0 s of its 2.1 s (bench/RESULTS.md); "
         "true leaves the server's own setting",
     )
-    dbt_mode: Literal["one_build", "per_model"] = Field(
+    dbt_mode: Literal["one_build", "one_task", "per_model"] = Field(
         default="one_build",
         description="How lifecycle_daily runs dbt: one_build = one `dbt build` a day, then a "
-        "task per model reports its result (and builds it again on a retry); per_model = one "
-        "Cosmos dbt task per model (a dbt start-up and project parse each)",
+        "task per model reports its result (and builds it again on a retry); one_task = the "
+        "same build in one task that fails naming every failed model, each model's result an "
+        "Asset event (no task per model); per_model = one Cosmos dbt task per model (a dbt "
+        "start-up and project parse each)",
     )
 
     @field_validator("default_region", mode="before")

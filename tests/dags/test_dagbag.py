@@ -101,6 +101,28 @@ def test_per_model_mode_builds_each_model_in_its_own_cosmos_task(monkeypatch):
     assert {dag.get_task(t)._pre_execute_hook for t in dbt_tasks} == {before_dbt_task}
 
 
+def test_one_task_mode_builds_in_one_task_with_an_asset_per_model(monkeypatch):
+    """LIFECYCLE_DBT_MODE=one_task: the day's build is the only dbt task, planning waits for
+    it, and every model and seed of the project is one of its Assets."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from lifecycle.settings import Settings
+    from lifecycle.transform.day_build import graph
+    from lifecycle.transform.dbt import ensure_manifest
+
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "one_task")
+    bag = DagBag(dag_folder=str(Settings().project_dir / "dags" / "lifecycle_daily.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["lifecycle_daily"]
+    assert {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")} == {"dbt.build"}
+    assert "dbt.build" in dag.get_task("plan").upstream_task_ids
+    build = dag.get_task("dbt.build")
+    assert "validate_rules" in {t.task_id for t in build.get_flat_relatives(upstream=True)}
+    nodes = graph(ensure_manifest(Settings()))
+    assert sorted(o.name for o in build.outlets) == sorted(f"dbt.analytics.{n}" for n in nodes)
+    assert "customer_facts" in nodes and "service_catalog" in nodes
+
+
 def test_dispatch_dag_drains_each_channel_in_mapped_shards_within_its_pool(dagbag):
     dag = dagbag.dags["lifecycle_dispatch"]
     assert dag.max_active_runs == 1 and dag.catchup is False

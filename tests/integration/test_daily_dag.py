@@ -52,7 +52,8 @@ def new_airflow_home(path: Path, migrated: Path) -> Path:
 
 
 def run_daily(url: str, start: date, days: int, airflow_home: Path,
-              expect_success: bool = True, clock: str = "logical") -> list[dict]:
+              expect_success: bool = True, clock: str = "logical",
+              output: list[str] | None = None) -> list[dict]:
     env = {
         **os.environ,
         **airflow_env(url, Settings()),
@@ -81,6 +82,8 @@ def run_daily(url: str, start: date, days: int, airflow_home: Path,
     ]
     assert (proc.returncode == 0) is expect_success, (lines, proc.stdout[-3000:],
                                                        proc.stderr[-3000:])
+    if output is not None:
+        output.append(proc.stdout + proc.stderr)
     return lines
 
 
@@ -199,13 +202,7 @@ def test_cli_run_does_the_same_work_as_the_dag(club_url):
 def test_a_failing_dbt_test_stops_planning_and_sending(fresh_db, tmp_path, migrated_airflow_db):
     url = fresh_db
     generate(500, date(2025, 3, 1), D1, 3, url=url)
-    with psycopg.connect(url) as conn:
-        # a membership that ends before it starts: dbt's memberships_end_on_or_after_start fails
-        customer = conn.execute("select min(customer_id) from raw.customers").fetchone()[0]
-        conn.execute(
-            "insert into raw.memberships (membership_id, customer_id, product, purchased_on, "
-            "starts_on, ends_on, price, status) values ('BAD-1', %s, 'year', %s, %s, %s, 100, "
-            "'active')", (customer, D1, D1, D1 - timedelta(days=1)))
+    _bad_membership(url, D1)
     lines = run_daily(url, D1, 1, new_airflow_home(tmp_path / "airflow", migrated_airflow_db),
                       expect_success=False)
     assert [(x["date"], x["state"]) for x in lines] == [(D1.isoformat(), "failed")]
@@ -215,6 +212,55 @@ def test_a_failing_dbt_test_stops_planning_and_sending(fresh_db, tmp_path, migra
         sandbox = conn.execute("select count(*) from ops.sandbox_messages").fetchone()[0]
         plans = conn.execute("select count(*) from ops.runs where step like 'plan%'").fetchone()[0]
     assert (outbox, skips, sandbox, plans) == (0, 0, 0, 0)
+
+
+def _bad_membership(url: str, on: date) -> None:
+    """A membership that ends before it starts: the checks of stg_club__memberships fail."""
+    with psycopg.connect(url) as conn:
+        customer = conn.execute("select min(customer_id) from raw.customers").fetchone()[0]
+        conn.execute(
+            "insert into raw.memberships (membership_id, customer_id, product, purchased_on, "
+            "starts_on, ends_on, price, status) values ('BAD-1', %s, 'year', %s, %s, %s, 100, "
+            "'active')", (customer, on, on, on - timedelta(days=1)))
+
+
+def test_one_task_mode_records_each_model_as_an_asset_event_and_a_failure_stops_planning(
+        fresh_db, tmp_path, migrated_airflow_db, monkeypatch):
+    """LIFECYCLE_DBT_MODE=one_task: the day's dbt build is one task and no task per model.
+    A day that builds gives every model and seed an Asset event (its date and dbt's status)
+    and plans; the next day a failing check fails dbt.build, naming the model, and nothing
+    is planned for it."""
+    from lifecycle.transform.day_build import graph
+    from lifecycle.transform.dbt import ensure_manifest
+
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "one_task")
+    url = fresh_db
+    generate(500, date(2025, 3, 1), D1 + timedelta(days=1), 3, url=url)
+    home = new_airflow_home(tmp_path / "airflow", migrated_airflow_db)
+    assert run_daily(url, D1, 1, home)[0]["state"] == "success"
+    _bad_membership(url, D1 + timedelta(days=1))
+    out: list[str] = []
+    lines = run_daily(url, D1 + timedelta(days=1), 1, home, expect_success=False, output=out)
+    assert [x["state"] for x in lines] == ["failed"]
+    assert "models did not build: stg_club__memberships: a test failed" in out[0]
+    db = sqlite3.connect(home / "airflow.db")
+    tasks = {(run, task): state for run, task, state in db.execute(
+        "select r.logical_date, t.task_id, t.state from task_instance t join dag_run r "
+        "on r.run_id = t.run_id and r.dag_id = t.dag_id where t.dag_id = 'lifecycle_daily'")}
+    dbt_tasks = {task for _, task in tasks if task.startswith("dbt.")}
+    assert dbt_tasks == {"dbt.build"}  # no task per model
+    second = max(run for run, _ in tasks)
+    assert (tasks[(second, "dbt.build")], tasks[(second, "plan")]) == (
+        "failed", "upstream_failed")
+    events = db.execute("select a.name, e.extra from asset_event e join asset a "
+                        "on a.id = e.asset_id where a.name like 'dbt.analytics.%'").fetchall()
+    nodes = graph(ensure_manifest(Settings()))
+    assert sorted(name for name, _ in events) == sorted(f"dbt.analytics.{n}" for n in nodes)
+    assert {json.loads(extra)["as_of"] for _, extra in events} == {D1.isoformat()}
+    with psycopg.connect(url) as conn:
+        planned = conn.execute("select distinct plan_date from ops.runs "
+                               "where step like 'plan%' order by 1").fetchall()
+    assert planned == [(D1,)]
 
 
 def test_a_day_older_than_the_catch_up_bound_builds_plans_and_sends_nothing(

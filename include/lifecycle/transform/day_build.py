@@ -15,6 +15,10 @@ because an upstream model failed is built once that upstream model's task passes
 build writes is for the logical date D (docs/architecture.md #3), so building a node twice
 gives the same tables.
 
+``LIFECYCLE_DBT_MODE=one_task`` keeps the build and drops the task per model: the build's task
+fails, naming every model that failed or was skipped (``failures``), and a retry runs the whole
+build again; each model's result is an Asset event of that task.
+
 No Airflow here: the DAG's tasks call these functions (docs/architecture.md #7).
 """
 
@@ -168,6 +172,12 @@ def verdict(results: dict[str, dict[str, str]], node: Node) -> str | None:
         if tid in results and results[tid]["status"] not in BUILT
     ]
     return f"{node.name}: a test failed: " + "; ".join(failed) if failed else None
+
+
+def failures(results: dict[str, dict[str, str]], nodes: dict[str, Node]) -> list[str]:
+    """What went wrong with each of ``nodes`` in the day's build (verdict), in build order;
+    empty when every node and its tests passed."""
+    return [why for node in nodes.values() if (why := verdict(results, node)) is not None]
 
 
 def build_node(
