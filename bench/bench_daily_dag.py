@@ -2,7 +2,8 @@
 against the other on the same club and the same machine, in one run.
 
     .venv/bin/python bench/bench_daily_dag.py --customers 10000 --days 3 \\
-        --modes one_build,per_model [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+        --modes one_build,one_task,per_model \\
+        [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 The club is generated once into a template database; each mode gets its own copy (CREATE
 DATABASE ... TEMPLATE) and its own Airflow home, and runs the same consecutive days with the
@@ -27,6 +28,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
+from bench_dbt import calibration  # this directory is on sys.path when run as a script
 
 from lifecycle.airflow_env import airflow_env
 from lifecycle.data.generator import generate
@@ -98,6 +100,8 @@ def main() -> int:
     template = "bench_daily_template"
     try:
         url = _db(server, template)
+        # two fixed workloads: figures of different machines differ 2-3x for the same code
+        print(calibration(url), flush=True)
         migrate(url)
         t0 = time.monotonic()
         generate(args.customers, date(2025, 1, 1), args.start + timedelta(days=args.days),
