@@ -118,6 +118,8 @@ def test_a_kept_session_is_reset_as_a_new_one_would_be(fresh_db: str):
     with pytest.raises(psycopg2.Error), handle.cursor() as cur:
         cur.execute("select 1 / 0")
     assert lean.keep_session(_Manager(conn)) and _session(handle) == new
+    handle.autocommit = True  # a profile's autocommit: kept as it was
+    assert lean.keep_session(_Manager(conn)) and handle.autocommit is True
     handle.close()
     assert not lean.keep_session(_Manager(conn))  # dbt closes what did not come back
 

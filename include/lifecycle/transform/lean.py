@@ -101,12 +101,13 @@ def keep_session(manager: Any) -> bool:
         # outside one (its locks would otherwise be held while the thread waits for a node)
         handle.rollback()
         conn.transaction_open = False
-        handle.autocommit = True
+        autocommit = handle.autocommit  # a profile may ask for autocommit sessions
+        handle.autocommit = True  # DISCARD ALL cannot run in a transaction
         try:
             with handle.cursor() as cursor:
                 cursor.execute("discard all")
         finally:
-            handle.autocommit = False
+            handle.autocommit = autocommit
     except Exception:  # noqa: BLE001 - any doubt: dbt closes it, as it always did
         return False
     return True
