@@ -77,13 +77,24 @@ def _dbt_connection(url: str) -> Connection:
 
 
 class _Manager:
-    """What keep_session reads of dbt's connection manager: the thread's connection."""
+    """What lean reads of dbt's connection manager: the thread's connection, and how dbt
+    opens one (a new psycopg2 session on the database)."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: Connection, url: str) -> None:
+        self.conn, self.url = conn, url
 
     def get_if_exists(self) -> Connection:
         return self.conn
+
+    def open(self, conn: Connection) -> Connection:
+        conn.handle, conn.state = psycopg2.connect(self.url), "open"
+        return conn
+
+
+def _next_node(manager: _Manager) -> None:
+    """A node done, then the thread's next one taking the connection."""
+    assert lean.keep_session(manager)
+    lean.reset_session(manager, manager.conn)
 
 
 def _session(handle) -> dict:
@@ -98,7 +109,7 @@ def _session(handle) -> dict:
 
 def test_a_kept_session_is_reset_as_a_new_one_would_be(fresh_db: str):
     conn = _dbt_connection(fresh_db)
-    handle = conn.handle
+    manager, handle = _Manager(conn, fresh_db), conn.handle
     new = _session(handle)
     with handle.cursor() as cur:  # what a node may leave behind: in its session...
         cur.execute("create temp table batch as select 1 as x; set work_mem = '77MB'; "
@@ -107,21 +118,41 @@ def test_a_kept_session_is_reset_as_a_new_one_would_be(fresh_db: str):
         # ... and in a transaction still open (dbt's, or one psycopg2 began by itself)
         cur.execute("lock table held in access exclusive mode")
     conn.transaction_open = True
-    assert lean.keep_session(_Manager(conn))
-    assert conn.transaction_open is False and conn.handle is handle and not handle.closed
-    assert _session(handle) == new  # the same server process, reset
-    # its lock went with the rollback: another session can take the table at once
+    assert lean.keep_session(manager)
+    assert conn.transaction_open is False
+    # released: its lock went with the rollback, another session takes the table at once
     with psycopg.connect(fresh_db, autocommit=True) as other:
         other.execute("set lock_timeout = '2s'")
         assert other.execute("select count(*) from held").fetchone() == (0,)
+    lean.reset_session(manager, conn)  # the thread's next node takes it
+    assert conn.handle is handle and not handle.closed
+    assert _session(handle) == new  # the same server process, reset
     # a node whose statement failed leaves an aborted transaction: reset too
     with pytest.raises(psycopg2.Error), handle.cursor() as cur:
         cur.execute("select 1 / 0")
-    assert lean.keep_session(_Manager(conn)) and _session(handle) == new
+    _next_node(manager)
+    assert _session(handle) == new
     handle.autocommit = True  # a profile's autocommit: kept as it was
-    assert lean.keep_session(_Manager(conn)) and handle.autocommit is True
+    _next_node(manager)
+    assert handle.autocommit is True and _session(handle) == new
     handle.close()
-    assert not lean.keep_session(_Manager(conn))  # dbt closes what did not come back
+    assert not lean.keep_session(manager)  # dbt closes what did not come back
+
+
+def test_a_kept_session_dropped_while_it_waited_is_replaced_before_the_next_node(fresh_db):
+    """The server ends an idle session (idle_session_timeout, a restart, the network): the
+    next node gets a new session, as dbt's own way (a session per node) would give it."""
+    conn = _dbt_connection(fresh_db)
+    manager, handle = _Manager(conn, fresh_db), conn.handle
+    dropped = _session(handle)["pid"]
+    assert lean.keep_session(manager)
+    with psycopg.connect(fresh_db, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (dropped,))
+    lean.reset_session(manager, conn)
+    assert handle.closed and conn.state == "closed"
+    fresh = conn.handle  # opened now, as dbt opens a connection when a node first uses it
+    assert conn.state == "open" and _session(fresh)["pid"] != dropped
+    fresh.close()
 
 
 def _tables(url: str) -> dict[str, str]:

@@ -19,9 +19,11 @@ of it that do nothing for this project:
   new one for the next: a server process started and its catalog caches warmed again, 74
   times a build (~1.2 s of the server's CPU in a 10k build). Here a thread keeps its
   connection from node to node: when a node is done its transaction is rolled back (dbt
-  commits what a materialisation writes before), and ``DISCARD ALL`` resets the session (temp
-  tables, settings, prepared statements, session locks) as a new session would be; a
-  connection in any doubt is closed as before. dbt closes them all at the invocation's end.
+  commits what a materialisation writes before), and when the thread takes it for its next
+  node ``DISCARD ALL`` resets the session (temp tables, settings, prepared statements,
+  session locks) as a new session would be. A connection in any doubt is closed as before;
+  one dropped while it waited gets replaced by a new one before the node runs. dbt closes
+  them all at the invocation's end.
 
 Each is installed for one invocation (callers hold ``inprocess._LOCK``: one at a time) and put
 back afterwards; with ``LIFECYCLE_DBT_LEAN=false`` dbt runs as it comes. Only how dbt does its
@@ -40,6 +42,8 @@ _CODE: dict[tuple[bool, bool, str], Any] = {}
 _CODE_LOCK = threading.Lock()
 _CODE_LIMIT = 20_000
 _LEVELS = {"debug": 0, "test": 1, "info": 2, "warn": 3, "error": 4}
+# the psycopg2 handles (by id) released after a node and not reset since (one invocation)
+_KEPT: set[int] = set()
 
 
 def _get_template(string: Any, ctx: dict, node: Any = None, capture_macros: bool = False,
@@ -87,9 +91,10 @@ def unheard(manager: Any, event: Any, level: Any = None,
 
 def keep_session(manager: Any) -> bool:
     """The release of a node's connection (dbt's ``BaseConnectionManager.release``): the
-    thread's PostgreSQL session is kept for its next node, reset as a new one would be; True
-    when kept. False (dbt closes it) for a connection never opened, not PostgreSQL's, or one
-    that does not come back clean."""
+    thread's PostgreSQL session is kept for its next node, its transaction rolled back now
+    (dbt's, or one psycopg2 began by itself for a statement dbt ran outside one: its locks
+    must not be held while the thread waits); True when kept. False (dbt closes it) for a
+    connection never opened, not PostgreSQL's, or one whose rollback fails."""
     conn = manager.get_if_exists()
     if conn is None or conn.type != "postgres" or conn.state != "open":
         return False
@@ -97,10 +102,27 @@ def keep_session(manager: Any) -> bool:
     if getattr(handle, "closed", 1):
         return False
     try:
-        # dbt's open transaction, and one psycopg2 began by itself for a statement dbt ran
-        # outside one (its locks would otherwise be held while the thread waits for a node)
         handle.rollback()
-        conn.transaction_open = False
+    except Exception:  # noqa: BLE001 - any doubt: dbt closes it, as it always did
+        return False
+    conn.transaction_open = False
+    _KEPT.add(id(handle))
+    return True
+
+
+def reset_session(manager: Any, conn: Any) -> None:
+    """When a thread takes its kept session for its next node (dbt's ``set_connection_name``):
+    ``DISCARD ALL`` resets it as a new session would be (temp tables, settings, prepared
+    statements, session locks), its autocommit put back as it was. A session the server or
+    the network dropped while it waited fails here, not in the node: it is closed and the node
+    gets a new one, as dbt's own way would have given it."""
+    handle = conn._handle  # not .handle: that opens a connection dbt has not opened yet
+    if id(handle) not in _KEPT:
+        return
+    _KEPT.discard(id(handle))
+    try:
+        if handle.closed:
+            raise ConnectionError("closed while kept")
         autocommit = handle.autocommit  # a profile may ask for autocommit sessions
         handle.autocommit = True  # DISCARD ALL cannot run in a transaction
         try:
@@ -108,9 +130,15 @@ def keep_session(manager: Any) -> bool:
                 cursor.execute("discard all")
         finally:
             handle.autocommit = autocommit
-    except Exception:  # noqa: BLE001 - any doubt: dbt closes it, as it always did
-        return False
-    return True
+    except Exception:  # noqa: BLE001 - dropped or broken: a new session, as dbt would open
+        from dbt.adapters.contracts.connection import ConnectionState, LazyHandle
+
+        try:
+            handle.close()
+        except Exception:  # noqa: BLE001, S110 - it is being replaced either way
+            pass
+        conn.handle = LazyHandle(manager.open)
+        conn.state = ConnectionState.CLOSED
 
 
 @contextmanager
@@ -122,8 +150,9 @@ def lean_invocation() -> Iterator[None]:
     from dbt_common.events.event_manager import EventManager
 
     own = (common_jinja.get_template, dbt_jinja.get_template,
-           EventManager.__dict__["fire_event"], BaseConnectionManager.__dict__["release"])
-    own_fire, own_release = own[2], own[3]
+           EventManager.__dict__["fire_event"], BaseConnectionManager.__dict__["release"],
+           BaseConnectionManager.__dict__["set_connection_name"])
+    own_fire, own_release, own_name = own[2], own[3], own[4]
 
     def fire_event(manager: Any, e: Any, level: Any = None, node: Any = None,
                    force_warn_or_error_handling: bool = False) -> None:
@@ -135,12 +164,20 @@ def lean_invocation() -> Iterator[None]:
         if not keep_session(manager):
             own_release(manager)
 
+    def set_connection_name(manager: Any, name: str | None = None) -> Any:
+        conn = own_name(manager, name)
+        reset_session(manager, conn)
+        return conn
+
     common_jinja.get_template = dbt_jinja.get_template = _get_template
     EventManager.fire_event = fire_event
     BaseConnectionManager.release = release
+    BaseConnectionManager.set_connection_name = set_connection_name
     try:
         yield
     finally:
         common_jinja.get_template, dbt_jinja.get_template = own[0], own[1]
         EventManager.fire_event = own_fire
         BaseConnectionManager.release = own_release
+        BaseConnectionManager.set_connection_name = own_name
+        _KEPT.clear()
