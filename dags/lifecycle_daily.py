@@ -5,9 +5,10 @@ Airflow connection ``lifecycle_warehouse`` (a PostgreSQL URI); dbt gets it throu
 profile mapping, the Python tasks through ``Connection.get``. ``validate_rules`` returns the
 phases as the dbt var ``lifecycle_phases``; the dbt tasks template it from that XCom.
 
-dbt's tests gate everything downstream: a failing test fails its model's task, and planning
-waits for all of them. Planning updates the ``lifecycle_outbox`` Asset, which starts
-``lifecycle_dispatch``. Catch-up is on: missed days run in order of their logical date
+dbt's tests gate everything downstream: a failing test fails its model's task (with
+LIFECYCLE_DBT_MODE=one_task, the build's task), and planning waits for all of them.
+Planning updates the ``lifecycle_outbox`` Asset, which starts ``lifecycle_dispatch``.
+Catch-up is on: missed days run in order of their logical date
 (``max_active_runs=1``) and build dbt (facts, lifecycle history); with the wall clock, a day
 whose send window has passed (older than ``LIFECYCLE_CATCHUP_MAX_DAYS``, default 0 = before
 today) is not planned: the phase windows catch its customers today, and the outbox keys forbid
