@@ -125,6 +125,15 @@ class DbtNodeResult(BaseOperator):
         build_node(warehouse_url(), _plan_date(), phases, NODES[self.node], settings=SETTINGS)
 
 
+def _build_the_day() -> dict:
+    """dbt.build of one_build and one_task: the project built as of the run's date with the
+    phases validate_rules returned; each node's and failed test's result."""
+    from lifecycle.transform.day_build import build_day
+
+    phases = get_current_context()["ti"].xcom_pull(task_ids="validate_rules")
+    return build_day(warehouse_url(), _plan_date(), phases, settings=SETTINGS)
+
+
 def one_build_group() -> TaskGroup:
     """The day's dbt graph as one `dbt build` (task dbt.build), then one task per model or
     seed, named as the per-model mode names them, that passes when its node and the tests
@@ -134,10 +143,7 @@ def one_build_group() -> TaskGroup:
 
         @task(task_id="build", multiple_outputs=False)
         def build() -> dict:
-            from lifecycle.transform.day_build import build_day
-
-            phases = get_current_context()["ti"].xcom_pull(task_ids="validate_rules")
-            return build_day(warehouse_url(), _plan_date(), phases, settings=SETTINGS)
+            return _build_the_day()
 
         def node_task(name: str) -> DbtNodeResult:
             return DbtNodeResult(task_id=f"{name}_{NODES[name].resource_type}_build", node=name)
@@ -164,18 +170,17 @@ def one_task_group() -> TaskGroup:
 
         @task(task_id="build", multiple_outputs=False, outlets=list(assets.values()))
         def build() -> dict:
-            from lifecycle.transform.day_build import build_day, failures
+            from lifecycle.transform.day_build import failures
             from lifecycle.transform.dbt import DbtError
 
-            context = get_current_context()
-            phases = context["ti"].xcom_pull(task_ids="validate_rules")
-            results = build_day(warehouse_url(), _plan_date(), phases, settings=SETTINGS)
+            results = _build_the_day()
             failed = failures(results, NODES)
             if failed:
                 raise DbtError(f"dbt build as of {_plan_date()}: {len(failed)} of "
                                f"{len(NODES)} models did not build: " + "; ".join(failed))
+            outlet_events = get_current_context()["outlet_events"]
             for name, asset in assets.items():
-                context["outlet_events"][asset].extra = {
+                outlet_events[asset].extra = {
                     "as_of": _plan_date().isoformat(),
                     "status": results[NODES[name].unique_id]["status"]}
             return results

@@ -27,7 +27,8 @@ of it that do nothing for this project:
 
 Each is installed for one invocation (callers hold ``inprocess._LOCK``: one at a time) and put
 back afterwards; with ``LIFECYCLE_DBT_LEAN=false`` dbt runs as it comes. Only how dbt does its
-own work changes: the same SQL runs in the same order (tests/unit/test_dbt_lean.py).
+own work changes: the models' SQL is the same (a reused session adds a DISCARD ALL) and builds
+the same tables (tests/dbt/test_dbt_lean.py).
 """
 
 from __future__ import annotations
