@@ -1,12 +1,14 @@
-"""lifecycle_daily: one logical day = validate rules -> dbt build (Cosmos) -> plan -> dispatch.
+"""lifecycle_daily: one logical day = validate rules -> dbt build -> plan -> dispatch.
 
 Wiring only: every task body is one call into the ``lifecycle`` package. The warehouse is the
-Airflow connection ``lifecycle_warehouse`` (a PostgreSQL URI); dbt gets it through Cosmos'
-profile mapping, the Python tasks through ``Connection.get``. ``validate_rules`` returns the
-phases as the dbt var ``lifecycle_phases``; the dbt tasks template it from that XCom.
+Airflow connection ``lifecycle_warehouse`` (a PostgreSQL URI); the Python tasks get it through
+``Connection.get``, and so does dbt (in process; through Cosmos' profile mapping with
+LIFECYCLE_DBT_MODE=per_model). ``validate_rules`` returns the phases as the dbt var
+``lifecycle_phases``; the dbt tasks take it from that XCom.
 
-dbt's tests gate everything downstream: a failing test fails its model's task (with
-LIFECYCLE_DBT_MODE=one_task, the build's task), and planning waits for all of them.
+dbt's tests gate everything downstream: a failing test fails the build's task dbt.build
+(LIFECYCLE_DBT_MODE=one_task, the default; with one_build and per_model, its model's task),
+and planning waits for it.
 Planning updates the ``lifecycle_outbox`` Asset, which starts ``lifecycle_dispatch``.
 Catch-up is on: missed days run in order of their logical date
 (``max_active_runs=1``) and build dbt (facts, lifecycle history); with the wall clock, a day

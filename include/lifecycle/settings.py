@@ -244,7 +244,8 @@ class Settings(BaseSettings):
         "skips dbt's own work that does nothing here: a node's template is compiled once per "
         "process, events no logger receives are dropped before dbt formats them, and a "
         "thread keeps its PostgreSQL session from node to node (reset with DISCARD ALL) "
-        "instead of a new one per node; false runs dbt as it comes",
+        "instead of a new one per node, compiled SQL is not written to the temporary "
+        "target, and result type testers are built once; false runs dbt as it comes",
     )
     dbt_jit: bool = Field(
         default=False,
@@ -254,12 +255,12 @@ class Settings(BaseSettings):
         "true leaves the server's own setting",
     )
     dbt_mode: Literal["one_build", "one_task", "per_model"] = Field(
-        default="one_build",
-        description="How lifecycle_daily runs dbt: one_build = one `dbt build` a day, then a "
-        "task per model reports its result (and builds it again on a retry); one_task = the "
-        "same build in one task that fails naming every failed model, each model's result an "
-        "Asset event (no task per model); per_model = one Cosmos dbt task per model (a dbt "
-        "start-up and project parse each)",
+        default="one_task",
+        description="How lifecycle_daily runs dbt: one_task = one `dbt build` a day in one "
+        "task that fails naming every failed model, each model's result an Asset event (~10 "
+        "task instances a day); one_build = the same build, then a task per model reports its "
+        "result in the grid (and builds it again on a retry; ~33 task instances more a day); "
+        "per_model = one Cosmos dbt task per model (a dbt start-up and project parse each)",
     )
 
     @field_validator("default_region", mode="before")

@@ -46,7 +46,7 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
     plan = dag.get_task("plan")
     upstream = {t.task_id for t in plan.get_flat_relatives(upstream=True)}
     dbt_tasks = {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")}
-    assert "dbt.customer_facts_model_build" in dbt_tasks
+    assert dbt_tasks == {"dbt.build"}  # LIFECYCLE_DBT_MODE=one_task, the default
     assert dbt_tasks <= upstream
     assert {"validate_rules", "prepare_warehouse"} <= upstream
     for channel, pool in (("sms", "lifecycle_twilio"), ("email", "lifecycle_sendgrid")):
@@ -55,8 +55,23 @@ def test_daily_dag_runs_days_in_order_and_gates_planning_on_dbt(dagbag):
         assert "plan" in {t.task_id for t in dispatch.get_flat_relatives(upstream=True)}
     # planning hands over to lifecycle_dispatch through the outbox Asset
     assert [o.name for o in dag.get_task("plan").outlets] == ["lifecycle_outbox"]
-    # LIFECYCLE_DBT_MODE=one_build (the default): one dbt build, then a task per model that
-    # waits for the build and for its parents' tasks (lifecycle.transform.day_build)
+
+
+def test_one_build_mode_has_a_task_per_model_after_the_build(monkeypatch):
+    """LIFECYCLE_DBT_MODE=one_build: one dbt build, then a task per model that waits for the
+    build and for its parents' tasks (lifecycle.transform.day_build); planning waits for all."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from lifecycle.settings import Settings
+
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "one_build")
+    bag = DagBag(dag_folder=str(Settings().project_dir / "dags" / "lifecycle_daily.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["lifecycle_daily"]
+    upstream = {t.task_id for t in dag.get_task("plan").get_flat_relatives(upstream=True)}
+    dbt_tasks = {t.task_id for t in dag.tasks if t.task_id.startswith("dbt.")}
+    assert "dbt.customer_facts_model_build" in dbt_tasks
+    assert dbt_tasks <= upstream
     build = dag.get_task("dbt.build")
     assert "validate_rules" in {t.task_id for t in build.get_flat_relatives(upstream=True)}
     assert "dbt.metrics_retention_monthly_model_build" in dbt_tasks
@@ -102,8 +117,8 @@ def test_per_model_mode_builds_each_model_in_its_own_cosmos_task(monkeypatch):
 
 
 def test_one_task_mode_builds_in_one_task_with_an_asset_per_model(monkeypatch):
-    """LIFECYCLE_DBT_MODE=one_task: the day's build is the only dbt task, planning waits for
-    it, and every model and seed of the project is one of its Assets."""
+    """LIFECYCLE_DBT_MODE=one_task (the default): the day's build is the only dbt task,
+    planning waits for it, and every model and seed of the project is one of its Assets."""
     from airflow.dag_processing.dagbag import DagBag
 
     from lifecycle.settings import Settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from datetime import date
 
+import agate
 import psycopg
 import psycopg2
 import pytest
@@ -67,6 +68,21 @@ def test_only_events_no_logger_or_callback_receives_are_dropped():
     assert not lean.unheard(quiet, debug_event, force_warn_or_error_handling=True)
     assert not lean.unheard(_manager(EventLevel.DEBUG), debug_event)  # dbt --debug
     assert not lean.unheard(_manager(EventLevel.ERROR, [print]), debug_event)  # a callback
+
+
+def test_a_kept_type_tester_types_a_result_as_a_new_one_does():
+    from dbt_common.clients import agate_helper
+
+    build = lean.type_tester(agate_helper.build_type_tester)
+    assert build(["a", "b"], ()) is build(("b", "a"), ())  # one per kind, built once
+    assert build(["a"], ()) is not build(["a"])  # other null strings: another kind
+    rows = [[1, "null", "2026-06-01"], [None, "x", ""]]
+    for text_columns, nulls in (({"b"}, ()), ((), ("null", ""))):
+        ours = agate.Table(rows, ["a", "b", "c"], column_types=build(text_columns, nulls))
+        dbts = agate.Table(rows, ["a", "b", "c"],
+                           column_types=agate_helper.build_type_tester(text_columns, nulls))
+        assert [type(t) for t in ours.column_types] == [type(t) for t in dbts.column_types]
+        assert [list(r) for r in ours.rows] == [list(r) for r in dbts.rows]
 
 
 def _dbt_connection(url: str) -> Connection:
@@ -186,10 +202,11 @@ def _sessions(url: str) -> int:
 
 @pytest.mark.slow
 def test_a_lean_build_writes_the_same_tables_with_a_session_per_thread(
-        server_url: str, migrated_template: str):
+        server_url: str, migrated_template: str, tmp_path):
     """The same club built with and without the shortcuts (two databases, two days): the
     same rows in every model, every node passed; the lean build opened a few sessions, dbt's
-    own way one per node."""
+    own way one per node, and wrote no compiled SQL to its target (dbt's own way: a file per
+    node under compiled/ and run/)."""
     from lifecycle.pipeline import rules_for_dbt
     from lifecycle.transform.day_build import DAY_FLAGS
     from lifecycle.transform.dbt_vars import VAR_NAME
@@ -206,11 +223,13 @@ def test_a_lean_build_writes_the_same_tables_with_a_session_per_thread(
             admin.execute(f'create database "{name}" template "{club}"')
             urls[lean_build] = f"{base}/{name}"
     try:
-        built, sessions = {}, {}
+        built, sessions, written = {}, {}, {}
         for lean_build in (False, True):
             url = urls[lean_build]
             settings = Settings(dbt_lean=lean_build)
-            runner = InProcessDbt(url, settings, {VAR_NAME: rules_for_dbt(settings)})
+            target = tmp_path / f"target-{lean_build}"
+            runner = InProcessDbt(url, settings, {VAR_NAME: rules_for_dbt(settings)},
+                                  target=target)
             for day in (date(2026, 6, 1), date(2026, 6, 2)):
                 before = _sessions(url)
                 result = runner.invoke("build", day, *DAY_FLAGS)
@@ -218,7 +237,11 @@ def test_a_lean_build_writes_the_same_tables_with_a_session_per_thread(
                 sessions[lean_build] = _sessions(url) - before
                 nodes = len(result.result.results)
             built[lean_build] = _tables(url)
+            written[lean_build] = {d: len([f for f in (target / d).rglob("*.sql")])
+                                   for d in ("compiled", "run")}
         assert built[True] == built[False] and len(built[True]) > 30
+        assert written[True] == {"compiled": 0, "run": 0}
+        assert written[False]["compiled"] > 30 and written[False]["run"] > 30, written
         assert sessions[True] <= 4 < nodes <= sessions[False], (sessions, nodes)
     finally:
         with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:

@@ -199,13 +199,25 @@ def test_cli_run_does_the_same_work_as_the_dag(club_url):
     assert report["dispatch"]["outcomes"] == {"sent": len([r for r in rows if r[5] != "call"])}
 
 
-def test_a_failing_dbt_test_stops_planning_and_sending(fresh_db, tmp_path, migrated_airflow_db):
+def test_a_failing_dbt_test_stops_planning_and_sending(fresh_db, tmp_path, migrated_airflow_db,
+                                                      monkeypatch):
+    """LIFECYCLE_DBT_MODE=one_build: the failing model's own task fails (it builds the model
+    with its tests again, and they fail again), so does every task of a model after it, and
+    nothing is planned or sent."""
+    monkeypatch.setenv("LIFECYCLE_DBT_MODE", "one_build")
     url = fresh_db
     generate(500, date(2025, 3, 1), D1, 3, url=url)
     _bad_membership(url, D1)
-    lines = run_daily(url, D1, 1, new_airflow_home(tmp_path / "airflow", migrated_airflow_db),
-                      expect_success=False)
+    home = new_airflow_home(tmp_path / "airflow", migrated_airflow_db)
+    lines = run_daily(url, D1, 1, home, expect_success=False)
     assert [(x["date"], x["state"]) for x in lines] == [(D1.isoformat(), "failed")]
+    tasks = dict(sqlite3.connect(home / "airflow.db").execute(
+        "select task_id, state from task_instance where dag_id = 'lifecycle_daily'"))
+    assert tasks["dbt.build"] == "success"  # the build ran; its results name the failure
+    assert tasks["dbt.stg_club__memberships_model_build"] == "failed"
+    assert tasks["dbt.stg_club__customers_model_build"] == "success"
+    assert tasks["dbt.customer_facts_model_build"] == "upstream_failed"
+    assert tasks["plan"] == "upstream_failed"
     with psycopg.connect(url) as conn:
         outbox = conn.execute("select count(*) from ops.outbox").fetchone()[0]
         skips = conn.execute("select count(*) from ops.skips").fetchone()[0]

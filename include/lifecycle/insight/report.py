@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -151,7 +152,10 @@ def ratio(v: Any) -> str:
     return "–" if v is None else f"{float(v):,.1f}"
 
 
+@functools.cache
 def _environment() -> Any:
+    """One per process: the report's template is compiled to Python once, not every day
+    (~0.1-0.2 s of a daily report)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     env = Environment(

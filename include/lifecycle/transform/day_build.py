@@ -1,6 +1,6 @@
 """The day's dbt graph in one ``dbt build``, each model's verdict read back from its results.
 
-The daily DAG's ``LIFECYCLE_DBT_MODE=one_build`` (the default): one task runs ``dbt build``
+The daily DAG's ``LIFECYCLE_DBT_MODE=one_build``: one task runs ``dbt build``
 for the whole project (dbt's threads work side by side, the project is parsed once), then one
 small task per model or seed says how that node and the tests that gate it did, so Airflow
 still shows each model's result and planning waits for all of them. The per-model mode ran
@@ -15,9 +15,9 @@ because an upstream model failed is built once that upstream model's task passes
 build writes is for the logical date D (docs/architecture.md #3), so building a node twice
 gives the same tables.
 
-``LIFECYCLE_DBT_MODE=one_task`` keeps the build and drops the task per model: the build's task
-fails, naming every model that failed or was skipped (``failures``), and a retry runs the whole
-build again; each model's result is an Asset event of that task.
+``LIFECYCLE_DBT_MODE=one_task`` (the default) keeps the build and drops the task per model: the
+build's task fails, naming every model that failed or was skipped (``failures``), and a retry
+runs the whole build again; each model's result is an Asset event of that task.
 
 No Airflow here: the DAG's tasks call these functions (docs/architecture.md #7).
 """

@@ -25,6 +25,18 @@ of it that do nothing for this project:
   one dropped while it waited gets replaced by a new one before the node runs. dbt closes
   them all at the invocation's end.
 
+Two smaller ones, found in a later profile of the same build:
+
+- **Compiled SQL written to files nobody reads.** dbt writes each node's compiled SQL and the
+  statement it ran under ``target/compiled`` and ``target/run`` (a tenth of the nodes'
+  samples on a slow disk). An in-process build's target is a temporary directory, and the
+  results come back in memory (the node keeps its ``compiled_code``): the files are not
+  written.
+- **A type tester per query result.** dbt turns each statement's result into an agate table
+  with a new ``TypeTester`` whose date types each build a ``parsedatetime`` calendar (its
+  locale constants: 4-5 % of the samples). Testers are kept by their arguments, as dbt keeps
+  its default one (``DEFAULT_TYPE_TESTER``, shared by every thread).
+
 Each is installed for one invocation (callers hold ``inprocess._LOCK``: one at a time) and put
 back afterwards; with ``LIFECYCLE_DBT_LEAN=false`` dbt runs as it comes. Only how dbt does its
 own work changes: the models' SQL is the same (a reused session adds a DISCARD ALL) and builds
@@ -45,6 +57,8 @@ _CODE_LIMIT = 20_000
 _LEVELS = {"debug": 0, "test": 1, "info": 2, "warn": 3, "error": 4}
 # the psycopg2 handles (by id) released after a node and not reset since (one invocation)
 _KEPT: set[int] = set()
+# agate type testers by (text-only columns, null strings); dbt asks for a handful of kinds
+_TESTERS: dict[tuple[frozenset, tuple | None], Any] = {}
 
 
 def _get_template(string: Any, ctx: dict, node: Any = None, capture_macros: bool = False,
@@ -142,11 +156,32 @@ def reset_session(manager: Any, conn: Any) -> None:
         conn.state = ConnectionState.CLOSED
 
 
+def no_file(node: Any, project_root: str, path: Any, code: str) -> None:
+    """dbt's ``ParsedNode.write_node`` (compiled SQL and the statement run, under target/):
+    not written; the node keeps its code in memory."""
+
+
+def type_tester(own: Any) -> Any:
+    """dbt's ``agate_helper.build_type_tester`` with each kind of tester built once."""
+
+    def build(text_columns: Any, string_null_values: Any = ("null", "")) -> Any:
+        key = (frozenset(text_columns),
+               None if string_null_values is None else tuple(string_null_values))
+        tester = _TESTERS.get(key)
+        if tester is None:
+            tester = _TESTERS.setdefault(key, own(key[0], string_null_values))
+        return tester
+
+    return build
+
+
 @contextmanager
 def lean_invocation() -> Iterator[None]:
-    """The three shortcuts above for the length of one in-process dbt invocation."""
+    """The shortcuts above for the length of one in-process dbt invocation."""
     from dbt.adapters.base.connections import BaseConnectionManager
     from dbt.clients import jinja as dbt_jinja
+    from dbt.contracts.graph.nodes import ParsedNode
+    from dbt_common.clients import agate_helper
     from dbt_common.clients import jinja as common_jinja
     from dbt_common.events.event_manager import EventManager
 
@@ -154,6 +189,7 @@ def lean_invocation() -> Iterator[None]:
            EventManager.__dict__["fire_event"], BaseConnectionManager.__dict__["release"],
            BaseConnectionManager.__dict__["set_connection_name"])
     own_fire, own_release, own_name = own[2], own[3], own[4]
+    own_write, own_tester = ParsedNode.__dict__["write_node"], agate_helper.build_type_tester
 
     def fire_event(manager: Any, e: Any, level: Any = None, node: Any = None,
                    force_warn_or_error_handling: bool = False) -> None:
@@ -174,6 +210,8 @@ def lean_invocation() -> Iterator[None]:
     EventManager.fire_event = fire_event
     BaseConnectionManager.release = release
     BaseConnectionManager.set_connection_name = set_connection_name
+    ParsedNode.write_node = no_file
+    agate_helper.build_type_tester = type_tester(own_tester)
     try:
         yield
     finally:
@@ -181,4 +219,6 @@ def lean_invocation() -> Iterator[None]:
         EventManager.fire_event = own_fire
         BaseConnectionManager.release = own_release
         BaseConnectionManager.set_connection_name = own_name
+        ParsedNode.write_node = own_write
+        agate_helper.build_type_tester = own_tester
         _KEPT.clear()
