@@ -245,7 +245,8 @@ class Settings(BaseSettings):
         "process, events no logger receives are dropped before dbt formats them, and a "
         "thread keeps its PostgreSQL session from node to node (reset with DISCARD ALL) "
         "instead of a new one per node, compiled SQL is not written to the temporary "
-        "target, and result type testers are built once; false runs dbt as it comes",
+        "target, result type testers are built once and events only when read; false runs "
+        "dbt as it comes",
     )
     dbt_jit: bool = Field(
         default=False,

@@ -70,6 +70,25 @@ def test_only_events_no_logger_or_callback_receives_are_dropped():
     assert not lean.unheard(_manager(EventLevel.ERROR, [print]), debug_event)  # a callback
 
 
+def test_an_event_builds_its_message_when_first_read():
+    """During an invocation an event keeps its fields; the first read builds what dbt would
+    have built at once: a logger or a callback gets the same message, fields can be set."""
+    heard = []
+    manager = _manager(EventLevel.ERROR, [heard.append])
+    with lean.lean_invocation():
+        quiet = Note(msg="nobody reads this")
+        assert "pb_msg" not in quiet.__dict__ and lean._PENDING in quiet.__dict__
+        manager.fire_event(Note(msg="a callback gets this"), level=EventLevel.WARN)
+        later = Note(msg="read after the invocation")
+        set_one = Note(msg="before")
+        set_one.msg = "after"
+    assert [m.data.msg for m in heard] == ["a callback gets this"]
+    assert later.msg == "read after the invocation" and later.message() == later.msg
+    assert set_one.pb_msg.msg == "after"
+    assert Note(msg="outside").__dict__.keys() == {"pb_msg"}  # built at once, as dbt does
+    assert quiet.to_dict() == Note(msg="nobody reads this").to_dict()
+
+
 def test_a_kept_type_tester_types_a_result_as_a_new_one_does():
     from dbt_common.clients import agate_helper
 
