@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import date
 
+import psycopg
 import pytest
 
 from lifecycle.settings import Settings
@@ -63,27 +64,53 @@ def test_the_dbt_project_and_executable_are_where_run_dbt_looks() -> None:
     assert dbt_executable().is_file()
 
 
-def test_dbt_sessions_run_without_jit_unless_asked(monkeypatch) -> None:
+def test_dbt_sessions_get_their_options_after_the_given_ones(monkeypatch) -> None:
+    """JIT off and the build's memory unless asked otherwise; an option given in PGOPTIONS
+    is kept as given (maintenance_work_mem does not count as work_mem)."""
+    url = "postgresql://u@h/db"
     monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=0")
-    assert dbt_env("postgresql://u@h/db", Settings())["PGOPTIONS"] == (
-        "-c statement_timeout=0 -c jit=off")
-    assert "PGOPTIONS" not in dbt_env("postgresql://u@h/db", Settings(dbt_jit=True))
+    assert dbt_env(url, Settings())["PGOPTIONS"] == (
+        "-c statement_timeout=0 -c jit=off -c work_mem=64MB -c maintenance_work_mem=256MB")
+    assert dbt_env(url, Settings(dbt_jit=True, dbt_work_mem="1 GB",
+                                 dbt_maintenance_work_mem=""))["PGOPTIONS"] == (
+        "-c statement_timeout=0 -c work_mem=1GB")
+    monkeypatch.setenv("PGOPTIONS", "-c maintenance_work_mem=1GB -c jit=on")
+    assert dbt_env(url, Settings())["PGOPTIONS"] == (
+        "-c maintenance_work_mem=1GB -c jit=on -c work_mem=64MB")
     monkeypatch.delenv("PGOPTIONS")
-    assert dbt_env("postgresql://u@h/db", Settings())["PGOPTIONS"] == "-c jit=off"
+    assert "PGOPTIONS" not in dbt_env(url, Settings(dbt_jit=True, dbt_work_mem="",
+                                                    dbt_maintenance_work_mem=""))
+
+
+@pytest.mark.parametrize("value", ["64", "lots", "64 MiB", "-1MB"])
+def test_a_memory_setting_that_is_not_a_size_names_the_variable(value: str) -> None:
+    if value == "64":
+        assert Settings(dbt_work_mem=value).dbt_work_mem == "64"  # kB, as PostgreSQL reads it
+        return
+    with pytest.raises(ValueError, match="LIFECYCLE_DBT_WORK_MEM: .* expected a number with"):
+        Settings(dbt_work_mem=value)
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_the_session_dbt_opens_has_jit_as_set(fresh_db: str, jit: bool) -> None:
+def test_the_session_dbt_opens_has_jit_and_memory_as_set(fresh_db: str, jit: bool) -> None:
     """Through dbt's own connection (dbt show, in process): jit is off in its session by
-    default, and the server's setting (on) with LIFECYCLE_DBT_JIT=true."""
+    default, and the server's setting (on) with LIFECYCLE_DBT_JIT=true; work_mem and
+    maintenance_work_mem as set, the server's when empty."""
     from lifecycle.pipeline import rules_for_dbt
     from lifecycle.transform.dbt_vars import VAR_NAME
     from lifecycle.transform.inprocess import InProcessDbt
 
-    settings = Settings(dbt_jit=jit)
+    memory = {"dbt_work_mem": "", "dbt_maintenance_work_mem": ""} if jit else {
+        "dbt_work_mem": "48MB", "dbt_maintenance_work_mem": "96MB"}
+    settings = Settings(dbt_jit=jit, **memory)
+    with psycopg.connect(fresh_db) as conn:
+        server = conn.execute("select current_setting('work_mem'), "
+                              "current_setting('maintenance_work_mem')").fetchone()
     runner = InProcessDbt(fresh_db, settings, {VAR_NAME: rules_for_dbt(settings)})
     shown = runner.invoke("show", date(2026, 6, 30), "--inline",
-                          "select current_setting('jit') as jit")
+                          "select current_setting('jit') as jit, current_setting('work_mem') "
+                          "as w, current_setting('maintenance_work_mem') as m")
     assert shown.success, shown.exception
     (table,) = [r.agate_table for r in shown.result.results]
-    assert [row["jit"] for row in table.rows] == ["on" if jit else "off"]
+    assert [(row["jit"], row["w"], row["m"]) for row in table.rows] == [
+        ("on", *server) if jit else ("off", "48MB", "96MB")]
