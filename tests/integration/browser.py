@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -35,6 +37,7 @@ class Browser:
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes (renderer, crashpad) in one group
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -53,13 +56,34 @@ class Browser:
         try:
             self._stack.close()
         finally:
-            self.proc.terminate()
+            self._stop()
+            # Chromium's helpers may still be writing their profile files as they exit: a
+            # cleanup racing them failed a passing test ("Directory not empty: 'Default'")
+            for _ in range(10):
+                shutil.rmtree(self._profile.name, ignore_errors=True)
+                if not Path(self._profile.name).exists():
+                    break
+                time.sleep(0.5)
+
+    def _stop(self) -> None:
+        """Chromium and every helper process it started, stopped and reaped."""
+        group = self.proc.pid  # its own session: the group id is its pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
             try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self._profile.cleanup()
+                os.killpg(group, 0)  # any helper left?
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
     def call(self, method: str, **params) -> dict:
         msg_id = next(self._ids)
