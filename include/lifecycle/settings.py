@@ -260,9 +260,9 @@ class Settings(BaseSettings):
         default="64MB",
         description="PostgreSQL's work_mem in dbt's sessions: memory for each sort and hash "
         "of a model's query before it spills to disk. The embedded server's own setting; on a "
-        "server left at PostgreSQL's 4MB the 1M-customer daily build took 61.4 s instead of "
-        "54.8 s with this and dbt_maintenance_work_mem (bench/RESULTS.md). Empty keeps the "
-        "server's setting",
+        "server left at PostgreSQL's 4MB the 1M-customer daily build took 49-62 s, with this "
+        "and dbt_maintenance_work_mem 55 s in each of three runs (bench/RESULTS.md). Empty "
+        "keeps the server's setting",
     )
     dbt_maintenance_work_mem: str = Field(
         default="256MB",

@@ -202,8 +202,8 @@ def test_cli_run_does_the_same_work_as_the_dag(club_url):
 def test_a_failing_dbt_test_stops_planning_and_sending(fresh_db, tmp_path, migrated_airflow_db,
                                                       monkeypatch):
     """LIFECYCLE_DBT_MODE=one_build: the failing model's own task fails (it builds the model
-    with its tests again, and they fail again), so does every task of a model after it, and
-    nothing is planned or sent."""
+    with its tests again, and they fail again), the task of every model after it is
+    upstream_failed, and nothing is planned or sent."""
     monkeypatch.setenv("LIFECYCLE_DBT_MODE", "one_build")
     url = fresh_db
     generate(500, date(2025, 3, 1), D1, 3, url=url)

@@ -129,7 +129,8 @@ def before_dbt_task(context: object) -> None:
     """``pre_execute`` of the DAG's per-model Cosmos dbt tasks (the context is not used).
 
     Cosmos builds their profile from the Airflow connection, not from dbt_env: the session
-    option without JIT (``dbt_jit``) is set in the task process's environment here."""
+    options (``session_options``: JIT, work_mem) are set in the task process's environment
+    here."""
     cheap_behavior_flag_source()
     options = session_options(os.environ.get("PGOPTIONS", ""), get_settings())
     if options:

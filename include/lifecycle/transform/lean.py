@@ -25,7 +25,7 @@ of it that do nothing for this project:
   one dropped while it waited gets replaced by a new one before the node runs. dbt closes
   them all at the invocation's end.
 
-Two smaller ones, found in a later profile of the same build:
+Three smaller ones, found in a later profile of the same build:
 
 - **Compiled SQL written to files nobody reads.** dbt writes each node's compiled SQL and the
   statement it ran under ``target/compiled`` and ``target/run`` (a tenth of the nodes'
@@ -36,7 +36,6 @@ Two smaller ones, found in a later profile of the same build:
   with a new ``TypeTester`` whose date types each build a ``parsedatetime`` calendar (its
   locale constants: 4-5 % of the samples). Testers are kept by their arguments, as dbt keeps
   its default one (``DEFAULT_TYPE_TESTER``, shared by every thread).
-
 - **Events built for nobody.** Each event's fields are turned into a protobuf message when
   the event is created (``BaseEvent.__init__``: ``ParseDict``, 8 % of the samples), before
   it is fired and found unheard. An event created during the invocation keeps its fields
@@ -162,7 +161,7 @@ def reset_session(manager: Any, conn: Any) -> None:
 
 
 _PENDING = "_lean_pending"  # an event's fields while its message is not built
-_ACCESSORS: list[Any] = []  # BaseEvent's own __getattr__ and __setattr__, once replaced
+_ACCESSORS: list[Any] = []  # BaseEvent's own __init__, once its accessors are replaced
 
 
 def pending_event(event: Any, *args: Any, **kwargs: Any) -> None:
